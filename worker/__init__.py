@@ -1,0 +1,1 @@
+"""Kafka stream scoring worker: scores events with the model version Redis names active."""

@@ -1,0 +1,278 @@
+"""`scorer`: the composition root. Parses flags, builds settings, maps errors to exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import FrameType
+
+import orjson
+import structlog
+from kafka.errors import KafkaError
+
+from worker.artifacts import inspect_estimator, load_estimator
+from worker.control import announce
+from worker.errors import ConfigError, ScorerError
+from worker.kafka_io import build_producer, connect_redis
+from worker.logs import configure_logging
+from worker.registry import Registry, RegistryEntry
+from worker.settings import Settings, load_settings, parse_overrides
+from worker.stack import stack_down, stack_up
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_STATE_DIR = Path(".scorer/stack")
+_ANNOUNCE_TIMEOUT_S = 10.0
+
+Command = Callable[[argparse.Namespace, Settings], int]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings(os.environ, args.config, parse_overrides(args.set))
+        configure_logging(settings.log_format, settings.log_level)
+        command: Command = args.command
+        return command(args, settings)
+    except ScorerError as exc:
+        print(f"scorer: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config",
+        type=Path,
+        help="TOML settings file (default: $SCORER_CONFIG, else config/worker.toml if present)",
+    )
+    common.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override one setting (repeatable)",
+    )
+    parser = argparse.ArgumentParser(prog="scorer", description=__doc__)
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    commands.add_parser("run", parents=[common], help="run one worker process").set_defaults(
+        command=cmd_run
+    )
+    _add_model_commands(commands, common)
+    _add_stack_commands(commands, common)
+
+    demo = commands.add_parser(
+        "demo", parents=[common], help="the whole story on the embedded stack"
+    )
+    demo.add_argument("--events", type=int, default=20000)
+    demo.add_argument("--rate", type=float, default=2000.0, help="events per second")
+    demo.set_defaults(command=cmd_demo)
+
+    loadgen = commands.add_parser("loadgen", parents=[common], help="synthetic feature events")
+    loadgen.add_argument("--count", type=int, required=True)
+    loadgen.add_argument("--rate", type=float, default=0.0, help="events/s (0: unthrottled)")
+    loadgen.add_argument("--bad-fraction", type=float, default=0.0)
+    loadgen.add_argument("--id-prefix", default="e")
+    loadgen.add_argument("--seed", type=int, default=0)
+    loadgen.set_defaults(command=cmd_loadgen)
+    return parser
+
+
+def _add_model_commands(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    model = commands.add_parser("model", help="the model registry").add_subparsers(
+        required=True, metavar="ACTION"
+    )
+    publish = model.add_parser("publish", parents=[common], help="store a joblib artifact")
+    publish.add_argument("file", type=Path)
+    publish.add_argument("--version", required=True)
+    publish.add_argument(
+        "--features",
+        help="comma-separated feature order, if the estimator has no feature_names_in_",
+    )
+    publish.add_argument("--note", default="")
+    publish.add_argument("--activate", action="store_true")
+    publish.set_defaults(command=cmd_model_publish)
+    activate = model.add_parser("activate", parents=[common], help="make a version active")
+    activate.add_argument("version")
+    activate.set_defaults(command=cmd_model_activate)
+    model.add_parser(
+        "rollback", parents=[common], help="activate the previous version"
+    ).set_defaults(command=cmd_model_rollback)
+    listing = model.add_parser("list", parents=[common], help="list versions")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(command=cmd_model_list)
+
+
+def _add_stack_commands(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    stack = commands.add_parser("stack", help="the embedded broker and Redis").add_subparsers(
+        required=True, metavar="ACTION"
+    )
+    up = stack.add_parser("up", parents=[common], help="start them on free loopback ports")
+    up.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
+    up.add_argument("--kafka-port", type=int, default=0, help="0: any free port")
+    up.add_argument("--redis-port", type=int, default=0, help="0: any free port")
+    up.set_defaults(command=cmd_stack_up)
+    down = stack.add_parser("down", parents=[common], help="stop what `stack up` started")
+    down.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
+    down.set_defaults(command=cmd_stack_down)
+
+
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.service import Worker
+
+    worker = Worker(settings)
+    install_stop_handlers(worker.stop)
+    worker.run()
+    return 0
+
+
+def install_stop_handlers(stop: Callable[[], None]) -> None:
+    """First SIGTERM/SIGINT: finish the batch, commit, leave the group. Second: exit at once."""
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        if getattr(handle, "seen", False):
+            os._exit(128 + signum)
+        handle.seen = True  # type: ignore[attr-defined]
+        log.info("worker.stopping", signal=signal.Signals(signum).name)
+        stop()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
+
+
+def _registry(settings: Settings) -> Registry:
+    return Registry(connect_redis(settings), settings.registry_prefix, settings.active_key)
+
+
+def cmd_model_publish(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        data = args.file.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {args.file}: {exc.strerror}") from None
+    features = [f.strip() for f in args.features.split(",")] if args.features else None
+    info = inspect_estimator(load_estimator(data), features)
+    entry = _registry(settings).publish(data, args.version, info, args.note, settings.signing_key)
+    print(
+        f"published {entry.version} sha256={entry.sha256} {entry.estimator_class} "
+        f"features={len(entry.features)}"
+    )
+    if args.activate:
+        return _activate(settings, lambda registry: registry.activate(args.version))
+    return 0
+
+
+def cmd_model_activate(args: argparse.Namespace, settings: Settings) -> int:
+    return _activate(settings, lambda registry: registry.activate(args.version))
+
+
+def cmd_model_rollback(args: argparse.Namespace, settings: Settings) -> int:
+    return _activate(settings, lambda registry: registry.rollback())
+
+
+def _activate(settings: Settings, switch: Callable[[Registry], RegistryEntry]) -> int:
+    """Switch in Redis (the truth), then announce on the control topic (the trigger)."""
+    entry = switch(_registry(settings))
+    print(f"active version is now {entry.version} (sha256={entry.sha256})")
+    quick = settings.replace(startup_timeout_s=min(settings.startup_timeout_s, _ANNOUNCE_TIMEOUT_S))
+    try:
+        producer = build_producer(quick)
+        try:
+            announce(producer, settings.control_topic, entry, _ANNOUNCE_TIMEOUT_S)
+        finally:
+            producer.close(timeout=_ANNOUNCE_TIMEOUT_S)
+    except (ScorerError, KafkaError) as exc:
+        print(
+            f"scorer: warning: control message not sent ({exc}); workers pick the change up "
+            f"within active_poll_s={settings.active_poll_s:g}s",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def cmd_model_list(args: argparse.Namespace, settings: Settings) -> int:
+    registry = _registry(settings)
+    active = registry.active_version()
+    entries = registry.versions()
+    if args.json:
+        rows = [entry.summary() | {"active": entry.version == active} for entry in entries]
+        print(
+            orjson.dumps({"active": active, "versions": rows}, option=orjson.OPT_INDENT_2).decode()
+        )
+        return 0
+    print(f"{'':2}{'VERSION':<12}{'CLASS':<28}{'FEATURES':>8}  {'SHA256':<14}{'CREATED':<22}NOTE")
+    for entry in entries:
+        mark = "*" if entry.version == active else " "
+        created = _iso(entry.created_at)
+        short_class = entry.estimator_class.rsplit(".", 1)[-1]
+        print(
+            f"{mark:2}{entry.version:<12}{short_class:<28}{len(entry.features):>8}  "
+            f"{entry.sha256[:12]:<14}{created:<22}{entry.note}"
+        )
+    if active is not None and active not in {entry.version for entry in entries}:
+        print(f"warning: active key names {active}, which is not in the registry", file=sys.stderr)
+    return 0
+
+
+def _iso(epoch_s: float) -> str:
+    return dt.datetime.fromtimestamp(epoch_s, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def cmd_stack_up(args: argparse.Namespace, settings: Settings) -> int:
+    state = stack_up(args.state_dir, args.kafka_port, args.redis_port)
+    print(
+        f"# broker pid {state.broker_pid}, redis-server pid {state.redis_pid}; "
+        f"state in {args.state_dir}"
+    )
+    print(state.exports())
+    return 0
+
+
+def cmd_stack_down(args: argparse.Namespace, settings: Settings) -> int:
+    state = stack_down(args.state_dir)
+    print("stack stopped" if state else "no stack was running")
+    return 0
+
+
+def cmd_loadgen(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.loadgen import generate
+
+    if not 0 <= args.bad_fraction <= 1 or args.count < 0 or args.rate < 0:
+        raise ConfigError("--count and --rate must be >= 0 and --bad-fraction within 0..1")
+    producer = build_producer(settings)
+    try:
+        result = generate(
+            producer,
+            settings.input_topic,
+            args.count,
+            rate=args.rate,
+            bad_fraction=args.bad_fraction,
+            id_prefix=args.id_prefix,
+            seed=args.seed,
+            progress=sys.stderr.isatty(),
+        )
+    finally:
+        producer.close()
+    print(
+        orjson.dumps(
+            {"sent": result.sent, "bad": len(result.bad_ids), "seconds": round(result.seconds, 3)}
+        ).decode()
+    )
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.demo import run_demo
+
+    return run_demo(settings, args.events, args.rate)

@@ -1,0 +1,324 @@
+"""`scorer demo`: the whole story on the embedded stack, with the real commands, then a report.
+
+Stack up → train two models → publish v1 (active) and v2 → two `scorer run` processes →
+`scorer loadgen` streams events → `scorer model activate v2` mid-stream → collect every
+prediction and dead-letter → report → stop everything it started.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from kafka import KafkaConsumer, TopicPartition
+
+from worker.errors import ServiceUnavailable
+from worker.kafka_io import client_options
+from worker.settings import Settings, env_name
+from worker.stack import stack_down, stack_up
+from worker.synthetic import FEATURES, save_model
+
+# Consumer-group timing for the embedded broker (its group join takes about half the
+# session timeout); production keeps the configurable defaults.
+EMBEDDED_GROUP_TIMING = {
+    "session_timeout_ms": "6000",
+    "heartbeat_interval_ms": "1000",
+    "max_poll_interval_ms": "10000",
+}
+N_WORKERS = 2
+
+
+@dataclass
+class Collected:
+    """What downstream saw: predictions by event_id, and dead-lettered keys."""
+
+    versions: dict[str, str] = field(default_factory=dict)
+    first_scored_at: dict[str, float] = field(default_factory=dict)
+    predictions: int = 0
+    dead_letters: set[str] = field(default_factory=set)
+    dead_letter_records: int = 0
+
+    @property
+    def seen(self) -> int:
+        return len(self.versions) + len(self.dead_letters)
+
+
+def run_demo(settings: Settings, events: int, rate: float) -> int:
+    state_dir = Path(tempfile.mkdtemp(prefix="scorer-demo-"))
+    say(f"starting the embedded stack (state and logs in {state_dir})")
+    stack = stack_up(state_dir)
+    env = {
+        **os.environ,
+        env_name("kafka_bootstrap"): stack.kafka_bootstrap,
+        env_name("redis_url"): stack.redis_url,
+        env_name("log_format"): "json",
+        **{env_name(name): value for name, value in EMBEDDED_GROUP_TIMING.items()},
+    }
+    env.pop("SCORER_CONFIG", None)
+    demo_settings = settings.replace(kafka_bootstrap=stack.kafka_bootstrap)
+    workers: list[subprocess.Popen[bytes]] = []
+    try:
+        _publish_models(state_dir, env)
+        workers = [_start_worker(state_dir, env, i) for i in range(N_WORKERS)]
+        _wait_for_logs(state_dir, "model.loaded", N_WORKERS, timeout_s=60)
+        return _stream_and_report(
+            demo_settings, state_dir=state_dir, env=env, workers=workers, events=events, rate=rate
+        )
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.terminate()
+        for worker in workers:
+            _wait_or_kill(worker)
+        stack_down(state_dir)
+        say("stack stopped")
+
+
+def say(message: str) -> None:
+    print(f"[demo] {message}", flush=True)
+
+
+def scorer(env: dict[str, str], *args: str, capture: bool = False) -> str:
+    """Run a real `scorer` command, showing it as an operator would type it."""
+    say("$ scorer " + " ".join(args))
+    done = subprocess.run(
+        [sys.executable, "-m", "worker", *args],
+        env=env,
+        check=True,
+        stdout=subprocess.PIPE if capture else None,
+        text=True,
+    )
+    return done.stdout or ""
+
+
+def _publish_models(state_dir: Path, env: dict[str, str]) -> None:
+    say("training v1 (logistic regression) and v2 (gradient boosting) on synthetic clicks")
+    v1 = save_model("logistic", state_dir / "v1.joblib", seed=1)
+    v2 = save_model("gbm", state_dir / "v2.joblib", seed=2)
+    features = ",".join(FEATURES)
+    scorer(
+        env,
+        "model",
+        "publish",
+        str(v1),
+        "--version",
+        "v1",
+        "--features",
+        features,
+        "--note",
+        "logistic regression",
+        "--activate",
+    )
+    scorer(
+        env,
+        "model",
+        "publish",
+        str(v2),
+        "--version",
+        "v2",
+        "--features",
+        features,
+        "--note",
+        "gradient boosting",
+    )
+    scorer(env, "model", "list")
+
+
+def _start_worker(state_dir: Path, env: dict[str, str], index: int) -> subprocess.Popen[bytes]:
+    say(f"$ scorer run   # worker {index}, log in {state_dir}/worker-{index}.log")
+    with (state_dir / f"worker-{index}.log").open("wb") as log_file:
+        return subprocess.Popen(
+            [sys.executable, "-m", "worker", "run"],
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def _stream_and_report(
+    settings: Settings,
+    *,
+    state_dir: Path,
+    env: dict[str, str],
+    workers: list[subprocess.Popen[bytes]],
+    events: int,
+    rate: float,
+) -> int:
+    collected = Collected()
+    stop_collecting = threading.Event()
+    collector = threading.Thread(target=_collect, args=(settings, collected, stop_collecting))
+    collector.start()
+    loadgen = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "worker",
+            "loadgen",
+            "--count",
+            str(events),
+            "--rate",
+            str(rate),
+            "--bad-fraction",
+            "0.01",
+            "--id-prefix",
+            "demo",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    say(f"$ scorer loadgen --count {events} --rate {rate:g} --bad-fraction 0.01")
+    time.sleep(events / rate / 2)
+    activated_at = time.time()
+    scorer(env, "model", "activate", "v2")
+    sent = orjson.loads(loadgen.communicate(timeout=events / rate * 3 + 60)[0].splitlines()[-1])
+    deadline = time.monotonic() + 60
+    while collected.seen < sent["sent"] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)  # let any duplicate deliveries arrive too, so the report counts them
+    stop_collecting.set()
+    collector.join()
+    for worker in workers:
+        worker.terminate()
+    exit_codes = [_wait_or_kill(worker) for worker in workers]
+    return _report(state_dir, sent, collected, activated_at, exit_codes)
+
+
+def _collect(settings: Settings, collected: Collected, stop: threading.Event) -> None:
+    consumer = KafkaConsumer(
+        **client_options(settings), enable_auto_commit=False, fetch_max_wait_ms=100
+    )
+    partitions = [
+        TopicPartition(topic, p)
+        for topic in (settings.output_topic, settings.dlq_topic)
+        for p in sorted(consumer.partitions_for_topic(topic) or {0})
+    ]
+    consumer.assign(partitions)
+    consumer.seek_to_beginning(*partitions)
+    while not stop.is_set():
+        for tp, records in consumer.poll(timeout_ms=200).items():
+            for record in records:
+                _note(collected, tp.topic == settings.dlq_topic, record)
+    consumer.close()
+
+
+def _note(collected: Collected, dead_letter: bool, record: Any) -> None:
+    if dead_letter:
+        collected.dead_letter_records += 1
+        collected.dead_letters.add(record.key.decode())
+        return
+    prediction = orjson.loads(record.value)
+    collected.predictions += 1
+    version = prediction["model_version"]
+    collected.versions[prediction["event_id"]] = version
+    collected.first_scored_at.setdefault(version, prediction["scored_at"])
+
+
+def _report(
+    state_dir: Path,
+    sent: dict[str, int],
+    collected: Collected,
+    activated_at: float,
+    exit_codes: list[int],
+) -> int:
+    expected = {f"demo-{i}" for i in range(sent["sent"])}
+    scored = set(collected.versions)
+    missing = expected - scored - collected.dead_letters
+    both = scored & collected.dead_letters
+    loaded_v2 = _log_times(state_dir, "model.loaded", model_version="v2")
+    activated_at = _activation_time(state_dir, activated_at)
+    per_version = Counter(collected.versions.values())
+    first_v2 = collected.first_scored_at.get("v2")
+    ok = (
+        not missing
+        and not both
+        and len(collected.dead_letters) == sent["bad"]
+        and len(loaded_v2) == N_WORKERS
+        and exit_codes == [0] * N_WORKERS
+    )
+    lines = [
+        "",
+        "=== demo report ===",
+        f"events sent                 {sent['sent']} ({sent['bad']} malformed on purpose)",
+        f"predictions received        {collected.predictions} for {len(scored)} event_ids",
+        f"dead-lettered               {collected.dead_letter_records} "
+        f"for {len(collected.dead_letters)} event_ids",
+        f"duplicates (at-least-once)  {collected.predictions - len(scored)}",
+        "per version                 "
+        + ", ".join(f"{v}: {n}" for v, n in sorted(per_version.items())),
+        "activation → first v2 score "
+        + (f"{first_v2 - activated_at:.3f} s" if first_v2 else "never"),
+        "activation → last worker on v2 "
+        + (
+            f"{max(loaded_v2) - activated_at:.3f} s ({len(loaded_v2)}/{N_WORKERS} workers)"
+            if loaded_v2
+            else "never"
+        ),
+        f"workers exited with         {exit_codes} after SIGTERM",
+        f"every event_id accounted    {'yes' if not missing and not both else 'NO'}"
+        + (f" (missing {len(missing)}, in both {len(both)})" if missing or both else ""),
+        f"result                      {'OK' if ok else 'FAILED'}",
+    ]
+    print("\n".join(lines), flush=True)
+    return 0 if ok else 1
+
+
+def _first_log_entries(state_dir: Path, event: str, **match: str) -> list[dict[str, Any]]:
+    """The first matching log entry of each worker log."""
+    found = []
+    for path in sorted(state_dir.glob("worker-*.log")):
+        for line in path.read_text(errors="replace").splitlines():
+            try:
+                entry = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue
+            if entry.get("event") == event and all(entry.get(k) == v for k, v in match.items()):
+                found.append(entry)
+                break
+    return found
+
+
+def _log_times(state_dir: Path, event: str, **match: str) -> list[float]:
+    return [
+        dt.datetime.fromisoformat(entry["timestamp"]).timestamp()
+        for entry in _first_log_entries(state_dir, event, **match)
+    ]
+
+
+def _activation_time(state_dir: Path, fallback: float) -> float:
+    """When `model activate` switched the key: the control message's issued_at, as workers
+    received it (the command's own start-up time is not part of the switch)."""
+    issued = [
+        entry["message"]["issued_at"]
+        for entry in _first_log_entries(state_dir, "control.received")
+        if isinstance(entry.get("message"), dict) and "issued_at" in entry["message"]
+    ]
+    return min(issued, default=fallback)
+
+
+def _wait_for_logs(state_dir: Path, event: str, count: int, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while len(_log_times(state_dir, event)) < count:
+        if time.monotonic() > deadline:
+            raise ServiceUnavailable(
+                f"workers did not log {event} within {timeout_s:g}s; see {state_dir}/worker-*.log"
+            )
+        time.sleep(0.2)
+
+
+def _wait_or_kill(process: subprocess.Popen[bytes], timeout_s: float = 30) -> int:
+    try:
+        return process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.wait()

@@ -1,0 +1,210 @@
+"""Pure decoding of feature events into one matrix, and encoding of predictions.
+
+Hot path: one orjson parse per event, one Python list per accepted row, then a
+single float64 array for the whole batch; finiteness is checked vectorised.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import orjson
+
+EventId = str | int
+
+
+class Reason:
+    """Dead-letter reason codes, carried in the `error` header."""
+
+    TOO_LARGE = "too_large"
+    INVALID_UTF8 = "invalid_utf8"
+    INVALID_JSON = "invalid_json"
+    NOT_AN_OBJECT = "not_an_object"
+    MISSING_EVENT_ID = "missing_event_id"
+    INVALID_EVENT_ID = "invalid_event_id"
+    INVALID_TS = "invalid_ts"
+    MISSING_FEATURES = "missing_features"
+    MISSING_FEATURE = "missing_feature"
+    NON_NUMERIC_FEATURE = "non_numeric_feature"
+    NON_FINITE_FEATURE = "non_finite_feature"
+
+
+class EventRejected(Exception):
+    """An event that can never be scored as it is: it goes to the dead-letter topic."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class Reject:
+    index: int
+    reason: str
+    detail: str
+
+
+@dataclass
+class DecodedBatch:
+    """Accepted events as one matrix (rows in `accepted` order) plus the rejects."""
+
+    matrix: np.ndarray
+    accepted: list[int] = field(default_factory=list)
+    event_ids: list[EventId] = field(default_factory=list)
+    event_ts: list[float | None] = field(default_factory=list)
+    rejects: list[Reject] = field(default_factory=list)
+
+    def keep_rows(self, rows: list[int]) -> None:
+        """Keep only these accepted rows (their rejects were recorded by the caller)."""
+        self.matrix = self.matrix[rows]
+        self.accepted = [self.accepted[i] for i in rows]
+        self.event_ids = [self.event_ids[i] for i in rows]
+        self.event_ts = [self.event_ts[i] for i in rows]
+
+
+def decode_batch(
+    values: Sequence[bytes | None], features: Sequence[str], max_event_bytes: int
+) -> DecodedBatch:
+    """Decode every value; each one either becomes a matrix row or a `Reject` with a reason."""
+    rows: list[list[float]] = []
+    batch = DecodedBatch(matrix=np.empty((0, len(features))))
+    for index, value in enumerate(values):
+        try:
+            event = parse_event(value, max_event_bytes)
+            event_id, ts, row = event_id_of(event), event_ts_of(event), feature_row(event, features)
+        except EventRejected as rejected:
+            batch.rejects.append(Reject(index, rejected.reason, rejected.detail))
+            continue
+        rows.append(row)
+        batch.accepted.append(index)
+        batch.event_ids.append(event_id)
+        batch.event_ts.append(ts)
+    matrix = np.array(rows, dtype=np.float64).reshape(len(rows), len(features))
+    batch.matrix = matrix
+    finite = np.asarray(np.isfinite(matrix).all(axis=1))
+    if not finite.all():
+        _reject_non_finite(batch, finite, features)
+    return batch
+
+
+def parse_event(value: bytes | None, max_event_bytes: int) -> dict[str, object]:
+    if value is None:
+        raise EventRejected(Reason.NOT_AN_OBJECT, "record has no value (tombstone)")
+    if len(value) > max_event_bytes:
+        raise EventRejected(
+            Reason.TOO_LARGE, f"event is {len(value)} bytes, limit is {max_event_bytes}"
+        )
+    try:
+        event = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        event = _parse_lenient(value)
+    if not isinstance(event, dict):
+        raise EventRejected(
+            Reason.NOT_AN_OBJECT, f"value is a JSON {type(event).__name__}, not an object"
+        )
+    return event
+
+
+def _parse_lenient(value: bytes) -> object:
+    """Slow path for what orjson refuses: name the real fault.
+
+    Python producers write NaN and Infinity literals (json.dumps does by default); those parse
+    here so the event is rejected for its non-finite feature rather than as broken JSON.
+    """
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise EventRejected(
+            Reason.INVALID_UTF8, f"value is not valid UTF-8: {exc.reason} at byte {exc.start}"
+        ) from None
+    try:
+        event = json.loads(text, parse_int=_parse_int)
+        orjson.dumps(event)  # lone surrogates parse, but could never be written back out
+    except (ValueError, RecursionError) as exc:
+        raise EventRejected(Reason.INVALID_JSON, f"value is not valid JSON: {exc}") from None
+    except orjson.JSONEncodeError:
+        raise EventRejected(Reason.INVALID_UTF8, "value holds a lone UTF-16 surrogate") from None
+    return event
+
+
+def _parse_int(digits: str) -> int | float:
+    """Integers beyond float range become inf (then rejected as non-finite), as orjson does."""
+    number = int(digits)
+    return number if abs(number) < 2**1023 else float("inf")
+
+
+def event_id_of(event: dict[str, object]) -> EventId:
+    if "event_id" not in event:
+        raise EventRejected(Reason.MISSING_EVENT_ID, "event has no event_id")
+    event_id = event["event_id"]
+    if isinstance(event_id, str) and event_id:
+        return event_id
+    if isinstance(event_id, int) and not isinstance(event_id, bool):
+        return event_id
+    raise EventRejected(
+        Reason.INVALID_EVENT_ID,
+        f"event_id must be a non-empty string or an integer, got {event_id!r}",
+    )
+
+
+def event_ts_of(event: dict[str, object]) -> float | None:
+    """The event time, optional; when present it must be a finite number of epoch seconds."""
+    ts = event.get("ts")
+    if ts is None:
+        return None
+    if isinstance(ts, int | float) and not isinstance(ts, bool) and np.isfinite(ts):
+        return float(ts)
+    raise EventRejected(Reason.INVALID_TS, f"ts must be epoch seconds, got {ts!r}")
+
+
+def feature_row(event: dict[str, object], features: Sequence[str]) -> list[float]:
+    values = event.get("features")
+    if not isinstance(values, dict):
+        raise EventRejected(Reason.MISSING_FEATURES, "event has no features object")
+    try:
+        row = [values[name] for name in features]
+    except KeyError as missing:
+        raise EventRejected(
+            Reason.MISSING_FEATURE, f"required feature {missing.args[0]!r} is missing"
+        ) from None
+    for name, value in zip(features, row, strict=True):
+        if type(value) is not float and type(value) is not int:
+            raise EventRejected(
+                Reason.NON_NUMERIC_FEATURE, f"feature {name!r} is not a number: {value!r}"
+            )
+    return row  # every value checked above to be an int or a float
+
+
+def _reject_non_finite(batch: DecodedBatch, finite: np.ndarray, features: Sequence[str]) -> None:
+    for row in np.flatnonzero(~finite):
+        name = features[int(np.flatnonzero(~np.isfinite(batch.matrix[row]))[0])]
+        batch.rejects.append(
+            Reject(
+                batch.accepted[row], Reason.NON_FINITE_FEATURE, f"feature {name!r} is not finite"
+            )
+        )
+    batch.keep_rows(np.flatnonzero(finite).tolist())
+
+
+def encode_predictions(
+    batch: DecodedBatch, scores: np.ndarray, model_version: str, scored_at: float
+) -> list[bytes]:
+    """One prediction JSON per accepted event, in `batch.accepted` order."""
+    return [
+        orjson.dumps(
+            {
+                "event_id": event_id,
+                "model_version": model_version,
+                "score": score,
+                "event_ts": ts,
+                "scored_at": scored_at,
+            }
+        )
+        for event_id, ts, score in zip(
+            batch.event_ids, batch.event_ts, scores.tolist(), strict=True
+        )
+    ]

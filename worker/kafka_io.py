@@ -1,0 +1,116 @@
+"""Thin builders for the Kafka and Redis clients, and topic creation at start."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import redis
+import structlog
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.admin import NewTopic
+from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
+
+from worker.errors import ConfigError, ServiceUnavailable
+from worker.retry import retry_until
+from worker.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+_PRODUCER_HEADROOM_BYTES = 64 * 1024
+T = TypeVar("T")
+
+
+def client_options(settings: Settings) -> dict[str, Any]:
+    return {
+        "bootstrap_servers": settings.kafka_bootstrap.split(","),
+        "bootstrap_timeout_ms": int(settings.startup_timeout_s * 1000),
+    }
+
+
+def _connect(factory: Callable[..., T], settings: Settings, **options: Any) -> T:
+    """Build a client; kafka-python retries the bootstrap itself up to bootstrap_timeout_ms."""
+    try:
+        return factory(**client_options(settings), **options)
+    except KafkaTimeoutError:
+        raise ServiceUnavailable(
+            f"cannot reach Kafka at {settings.kafka_bootstrap} after "
+            f"{settings.startup_timeout_s:g}s"
+        ) from None
+
+
+def build_consumer(settings: Settings, **overrides: Any) -> KafkaConsumer:
+    """The scoring consumer: manual commits, batches of up to batch_max_records."""
+    options: dict[str, Any] = {
+        "group_id": settings.group_id,
+        "enable_auto_commit": False,
+        "auto_offset_reset": settings.auto_offset_reset,
+        "max_poll_records": settings.batch_max_records,
+        "fetch_max_wait_ms": settings.fetch_max_wait_ms,
+        "session_timeout_ms": settings.session_timeout_ms,
+        "heartbeat_interval_ms": settings.heartbeat_interval_ms,
+        "max_poll_interval_ms": settings.max_poll_interval_ms,
+        **overrides,
+    }
+    return _connect(KafkaConsumer, settings, **options)
+
+
+def build_producer(settings: Settings) -> KafkaProducer:
+    """acks=all with idempotence: a flush that returns without error means every record landed."""
+    return _connect(
+        KafkaProducer,
+        settings,
+        acks="all",
+        linger_ms=settings.linger_ms,
+        max_request_size=settings.max_event_bytes + _PRODUCER_HEADROOM_BYTES,
+    )
+
+
+def ensure_topics(settings: Settings) -> None:
+    """Create missing topics; a broker that refuses creation is logged, not fatal."""
+    admin = _connect(KafkaAdminClient, settings)
+    try:
+        existing = set(admin.list_topics())
+        wanted = {
+            settings.input_topic: settings.topic_partitions,
+            settings.output_topic: settings.topic_partitions,
+            settings.dlq_topic: settings.topic_partitions,
+            settings.control_topic: 1,
+        }
+        missing = [
+            NewTopic(name, partitions, settings.topic_replication)
+            for name, partitions in wanted.items()
+            if name not in existing
+        ]
+        if missing:
+            _create(admin, missing)
+    finally:
+        admin.close()
+
+
+def _create(admin: KafkaAdminClient, topics: list[NewTopic]) -> None:
+    names = [topic.name for topic in topics]
+    try:
+        admin.create_topics(topics)
+        log.info("topics.created", topics=names)
+    except TopicAlreadyExistsError:
+        pass  # another worker created them first
+    except KafkaError as exc:
+        log.warning("topics.create_failed", topics=names, error=str(exc))
+
+
+def connect_redis(settings: Settings) -> redis.Redis:
+    """A client that has answered PING, retried up to startup_timeout_s."""
+    try:
+        client = redis.Redis.from_url(
+            settings.redis_url, socket_timeout=5, socket_connect_timeout=5, health_check_interval=30
+        )
+    except ValueError as exc:
+        raise ConfigError(f"setting redis_url is not a Redis URL: {exc}") from None
+    retry_until(
+        client.ping,
+        (redis.ConnectionError, redis.TimeoutError),
+        settings.startup_timeout_s,
+        f"Redis at {settings.redis_url}",
+    )
+    return client

