@@ -68,8 +68,12 @@ def inspect_estimator(estimator: Any, features: Sequence[str] | None = None) -> 
         raise ArtifactRejected(f"{type(estimator).__name__} has no predict method")
     try:
         check_is_fitted(estimator)
-    except (NotFittedError, TypeError) as exc:
+    except NotFittedError as exc:
         raise ArtifactRejected(f"estimator is not fitted: {exc}") from None
+    except Exception as exc:  # not an estimator scikit-learn can inspect at all
+        raise ArtifactRejected(
+            f"{type(estimator).__name__} is not a scikit-learn estimator: {type(exc).__name__}"
+        ) from None
     kind: ModelKind = "classifier" if hasattr(estimator, "predict_proba") else "regressor"
     if kind == "classifier" and len(getattr(estimator, "classes_", ())) != 2:
         raise ArtifactRejected(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -38,7 +38,7 @@ class Settings:
     active_key: str = "scorer:model:active"
     registry_prefix: str = "scorer:model"
     metrics_port: int = 9464
-    signing_key: str = ""
+    signing_key: str = field(default="", repr=False)  # a secret: never in repr or logs
     active_poll_s: float = 2.0
     batch_max_records: int = 1000
     poll_timeout_ms: int = 100

@@ -1,0 +1,304 @@
+"""Real parts for integration tests: one broker and one redis-server per session, on free
+loopback ports; per test, unique topics, group and Redis keys; workers that always stop."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import joblib
+import orjson
+import pytest
+import redis
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from worker.artifacts import inspect_estimator
+from worker.demo import EMBEDDED_GROUP_TIMING
+from worker.kafka_io import client_options, connect_redis, ensure_topics
+from worker.registry import Registry
+from worker.service import Worker
+from worker.settings import Settings, env_name
+from worker.stack import free_port, start_broker, start_redis
+from worker.synthetic import FEATURES, event_bytes, train
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def wait_until(condition: Callable[[], object], timeout: float = 30, what: str = "") -> None:
+    """End a test on a condition, never on a sleep; a failure names what never happened."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}")
+        time.sleep(0.05)
+
+
+class Broker:
+    """The embedded broker process; `restart` brings it back on the same port (empty: memory)."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.port = free_port()
+        self.bootstrap = f"127.0.0.1:{self.port}"
+        self._log = log_dir / "broker.log"
+        self.process = start_broker(self.port, self._log)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(10)
+
+    def start(self) -> None:
+        self.process = start_broker(self.port, self._log)
+
+
+class RedisServer:
+    def __init__(self, data_dir: Path) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._dir = data_dir
+        self.process = start_redis(self.port, data_dir)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(10)
+
+    def start(self) -> None:
+        self.process = start_redis(self.port, self._dir)
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    server = Broker(tmp_path_factory.mktemp("broker"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def settings(broker: Broker, redis_server: RedisServer) -> Settings:
+    """Unique topics, group and keys per test; embedded-broker group timing."""
+    tag = uuid.uuid4().hex[:10]
+    return Settings(
+        kafka_bootstrap=broker.bootstrap,
+        redis_url=redis_server.url,
+        input_topic=f"in-{tag}",
+        output_topic=f"out-{tag}",
+        control_topic=f"control-{tag}",
+        dlq_topic=f"dlq-{tag}",
+        group_id=f"group-{tag}",
+        active_key=f"test:{tag}:active",
+        registry_prefix=f"test:{tag}",
+        active_poll_s=1.0,
+        startup_timeout_s=15,
+        delivery_timeout_s=10,
+        delivery_retry_max_s=2,
+        log_format="json",
+        **{name: int(value) for name, value in EMBEDDED_GROUP_TIMING.items()},  # type: ignore[arg-type]
+    )
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment a `scorer` subprocess needs to use these settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCORER_")}
+    for name, value in settings.redacted().items():
+        if name != "signing_key":
+            env[env_name(name)] = str(value)
+    env[env_name("signing_key")] = settings.signing_key
+    return env
+
+
+@pytest.fixture
+def registry(settings: Settings) -> Registry:
+    return Registry(connect_redis(settings), settings.registry_prefix, settings.active_key)
+
+
+@pytest.fixture
+def redis_client(settings: Settings) -> redis.Redis:
+    return connect_redis(settings)
+
+
+@pytest.fixture(scope="session")
+def logistic() -> Any:
+    return train("logistic", n=2000, seed=1)
+
+
+@pytest.fixture(scope="session")
+def forest() -> Any:
+    return train("gbm", n=2000, seed=2)
+
+
+def artifact_bytes(model: Any, tmp_path: Path) -> bytes:
+    path = tmp_path / f"model-{uuid.uuid4().hex[:6]}.joblib"
+    joblib.dump(model, path)
+    return path.read_bytes()
+
+
+@pytest.fixture
+def publish(registry: Registry, settings: Settings, tmp_path: Path) -> Callable[..., None]:
+    def publish_(model: Any, version: str, activate: bool = True) -> None:
+        info = inspect_estimator(model, FEATURES)
+        registry.publish(
+            artifact_bytes(model, tmp_path), version, info, "test", settings.signing_key
+        )
+        if activate:
+            registry.activate(version)
+
+    return publish_
+
+
+@pytest.fixture
+def producer(settings: Settings) -> Iterator[KafkaProducer]:
+    ensure_topics(settings)
+    client = KafkaProducer(**client_options(settings), max_request_size=10_000_000)
+    yield client
+    client.close()
+
+
+def send_events(producer: KafkaProducer, topic: str, rows: Any, prefix: str = "e") -> list[str]:
+    ids = [f"{prefix}-{i}" for i in range(len(rows))]
+    for event_id, row in zip(ids, rows, strict=True):
+        producer.send(topic, key=event_id.encode(), value=event_bytes(event_id, row))
+    producer.flush()
+    return ids
+
+
+class TopicReader:
+    """Reads output and dead-letter topics from the beginning, in a background thread."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self.predictions: list[dict[str, Any]] = []
+        self.dead_letters: list[Any] = []
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        consumer = KafkaConsumer(**client_options(self._settings), fetch_max_wait_ms=100)
+        partitions = [
+            TopicPartition(topic, p)
+            for topic in (self._settings.output_topic, self._settings.dlq_topic)
+            for p in sorted(consumer.partitions_for_topic(topic) or {0})
+        ]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        while not self._stop.is_set():
+            for tp, records in consumer.poll(timeout_ms=100).items():
+                with self._lock:
+                    if tp.topic == self._settings.output_topic:
+                        self.predictions += [
+                            orjson.loads(r.value) | {"_key": r.key} for r in records
+                        ]
+                    else:
+                        self.dead_letters += records
+        consumer.close()
+
+    def scored_ids(self) -> set[str]:
+        with self._lock:
+            return {p["event_id"] for p in self.predictions}
+
+    def start(self) -> TopicReader:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
+@pytest.fixture
+def reader(settings: Settings, producer: KafkaProducer) -> Iterator[TopicReader]:
+    topic_reader = TopicReader(settings).start()
+    yield topic_reader
+    topic_reader.stop()
+
+
+class RunningWorker:
+    """A Worker in a thread of the test process: stop() is the graceful path."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.worker = Worker(settings)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.worker.run()
+        except BaseException as exc:
+            self.error = exc
+
+    def model_version(self) -> str | None:
+        model = self.worker.holder.current()
+        return model.version if model else None
+
+    def assigned(self) -> set[TopicPartition]:
+        return self.worker.loop.partitions.assigned if self.worker.loop else set()
+
+    def stop(self) -> None:
+        self.worker.stop()
+        self.thread.join(30)
+        assert not self.thread.is_alive(), "worker did not stop within 30 s"
+
+
+@pytest.fixture
+def worker_factory() -> Iterator[Callable[[Settings], RunningWorker]]:
+    started: list[RunningWorker] = []
+
+    def start(settings: Settings) -> RunningWorker:
+        started.append(RunningWorker(settings))
+        return started[-1]
+
+    yield start
+    for running in started:
+        if running.thread.is_alive():
+            running.stop()
+
+
+@pytest.fixture
+def process_factory(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    """`scorer ...` as a real process; every one is killed at teardown."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(settings: Settings, *args: str) -> subprocess.Popen[bytes]:
+        log_path = tmp_path / f"scorer-{len(started)}.log"
+        with log_path.open("wb") as log_file:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "worker", *args],
+                env=settings_env(settings),
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                cwd=tmp_path,
+            )
+        process.log_path = log_path  # type: ignore[attr-defined]
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+            process.wait(10)
+
+
+def log_events(process: subprocess.Popen[bytes]) -> list[dict[str, Any]]:
+    entries = []
+    for line in process.log_path.read_text(errors="replace").splitlines():  # type: ignore[attr-defined]
+        try:
+            entries.append(orjson.loads(line))
+        except orjson.JSONDecodeError:
+            continue
+    return entries

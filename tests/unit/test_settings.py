@@ -1,0 +1,93 @@
+"""Settings: config file <- environment <- flags, each value typed; errors are one line."""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from worker.errors import ConfigError
+from worker.settings import Settings, load_settings, parse_overrides
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_config_file_lists_every_setting_with_the_code_default() -> None:
+    documented = tomllib.loads((REPO / "config/worker.toml").read_text())
+    defaults = dataclasses.asdict(Settings())
+    assert documented == defaults
+
+
+def test_environment_overrides_file_and_flags_override_environment(tmp_path: Path) -> None:
+    config = tmp_path / "w.toml"
+    config.write_text('input_topic = "from-file"\nbatch_max_records = 10\nactive_poll_s = 3\n')
+    env = {"SCORER_INPUT_TOPIC": "from-env", "SCORER_LINGER_MS": "7"}
+    settings = load_settings(env, config, parse_overrides(["linger_ms=9"]))
+    assert settings.input_topic == "from-env"
+    assert settings.batch_max_records == 10
+    assert settings.active_poll_s == 3.0
+    assert settings.linger_ms == 9
+
+
+def test_defaults_apply_without_any_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert load_settings({}) == Settings()
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"SCORER_INPUT_TOPICS": "x"}, "unknown setting in environment: SCORER_INPUT_TOPICS"),
+        ({"SCORER_BATCH_MAX_RECORDS": "many"}, "batch_max_records must be an integer"),
+        ({"SCORER_BATCH_MAX_RECORDS": "1.5"}, "batch_max_records must be an integer"),
+        ({"SCORER_ACTIVE_POLL_S": "soon"}, "active_poll_s must be a number"),
+        ({"SCORER_ACTIVE_POLL_S": "0"}, "active_poll_s must be positive"),
+        ({"SCORER_LOG_FORMAT": "xml"}, "log_format must be one of auto|json|console"),
+        ({"SCORER_METRICS_PORT": "70000"}, "metrics_port must be a TCP port"),
+        ({"SCORER_HEARTBEAT_INTERVAL_MS": "60000"}, "heartbeat_interval_ms must be below"),
+        ({"SCORER_SIGNING_KEY_FILE": "/nonexistent/key"}, "SCORER_SIGNING_KEY_FILE: cannot read"),
+    ],
+)
+def test_bad_settings_are_one_line_errors(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as caught:
+        load_settings(env, None)
+    assert "\n" not in str(caught.value)
+
+
+def test_unknown_key_in_config_file_is_refused(tmp_path: Path) -> None:
+    config = tmp_path / "w.toml"
+    config.write_text("batch_size = 5\n")
+    with pytest.raises(ConfigError, match="unknown setting 'batch_size'"):
+        load_settings({}, config)
+
+
+def test_wrong_type_in_config_file_is_refused(tmp_path: Path) -> None:
+    config = tmp_path / "w.toml"
+    config.write_text('batch_max_records = "ten"\n')
+    with pytest.raises(ConfigError, match="must be an integer"):
+        load_settings({}, config)
+
+
+def test_missing_or_broken_config_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings({}, tmp_path / "none.toml")
+    broken = tmp_path / "broken.toml"
+    broken.write_text("input_topic = \n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_settings({}, broken)
+
+
+def test_signing_key_from_file_is_read_and_never_shown(tmp_path: Path) -> None:
+    key_file = tmp_path / "key"
+    key_file.write_text("s3cret\n")
+    settings = load_settings({"SCORER_SIGNING_KEY_FILE": str(key_file)}, None)
+    assert settings.signing_key == "s3cret"
+    assert "s3cret" not in repr(settings.redacted())
+    assert "s3cret" not in repr(settings)
+
+
+def test_override_without_equals_sign_is_refused() -> None:
+    with pytest.raises(ConfigError, match="NAME=VALUE"):
+        parse_overrides(["linger_ms"])
