@@ -26,6 +26,7 @@ def scorer(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "worker", *args],
         env=settings_env(settings),
+        check=False,
         capture_output=True,
         text=True,
         timeout=120,

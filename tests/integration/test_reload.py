@@ -34,7 +34,7 @@ def test_control_message_swaps_mid_stream_and_every_event_is_scored_by_the_versi
     publish(logistic, "v1")
     publish(forest, "v2", activate=False)
     worker = worker_factory(slow_poll)
-    wait_until(lambda: worker.assigned(), what="partitions assigned")
+    wait_until(worker.assigned, what="partitions assigned")
 
     rows = feature_rows(20000, seed=11)
     stop_sending = threading.Event()
@@ -61,6 +61,7 @@ def test_control_message_swaps_mid_stream_and_every_event_is_scored_by_the_versi
         env=settings_env(slow_poll),
         capture_output=True,
         text=True,
+        check=False,
     )
     assert activated.returncode == 0, activated.stderr
     wait_until(lambda: worker.model_version() == "v2", timeout=10, what="swap to v2")
