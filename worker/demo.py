@@ -15,6 +15,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ EMBEDDED_GROUP_TIMING = {
     "max_poll_interval_ms": "10000",
 }
 N_WORKERS = 2
+ANY = object()
 
 
 @dataclass
@@ -70,7 +72,11 @@ def run_demo(settings: Settings, events: int, rate: float) -> int:
     try:
         _publish_models(state_dir, env)
         workers = [_start_worker(state_dir, env, i) for i in range(N_WORKERS)]
-        _wait_for_logs(state_dir, "model.loaded", N_WORKERS, timeout_s=60)
+        _wait_for(
+            lambda: len(_log_times(state_dir, "partitions.assigned", partitions=ANY)) == N_WORKERS,
+            60,
+            f"both workers to load v1 and join the group (logs in {state_dir})",
+        )
         return _stream_and_report(
             demo_settings, state_dir=state_dir, env=env, workers=workers, events=events, rate=rate
         )
@@ -178,13 +184,16 @@ def _stream_and_report(
         text=True,
     )
     say(f"$ scorer loadgen --count {events} --rate {rate:g} --bad-fraction 0.01")
-    time.sleep(events / rate / 2)
+    _wait_for(
+        lambda: collected.seen >= events // 3, events / rate + 60, "a third of the events back"
+    )
     activated_at = time.time()
     scorer(env, "model", "activate", "v2")
     sent = orjson.loads(loadgen.communicate(timeout=events / rate * 3 + 60)[0].splitlines()[-1])
-    deadline = time.monotonic() + 60
-    while collected.seen < sent["sent"] and time.monotonic() < deadline:
-        time.sleep(0.2)
+    try:
+        _wait_for(lambda: collected.seen >= sent["sent"], 60, "every event back")
+    except ServiceUnavailable as exc:
+        say(str(exc))  # the report names what is missing
     time.sleep(1.0)  # let any duplicate deliveries arrive too, so the report counts them
     stop_collecting.set()
     collector.join()
@@ -240,7 +249,8 @@ def _report(
     per_version = Counter(collected.versions.values())
     first_v2 = collected.first_scored_at.get("v2")
     ok = (
-        not missing
+        len(per_version) == 2
+        and not missing
         and not both
         and len(collected.dead_letters) == sent["bad"]
         and len(loaded_v2) == N_WORKERS
@@ -273,8 +283,9 @@ def _report(
     return 0 if ok else 1
 
 
-def _first_log_entries(state_dir: Path, event: str, **match: str) -> list[dict[str, Any]]:
-    """The first matching log entry of each worker log."""
+def _first_log_entries(state_dir: Path, event: str, **match: object) -> list[dict[str, Any]]:
+    """The first matching log entry of each worker log (a match value of ANY matches any
+    non-empty value)."""
     found = []
     for path in sorted(state_dir.glob("worker-*.log")):
         for line in path.read_text(errors="replace").splitlines():
@@ -282,13 +293,15 @@ def _first_log_entries(state_dir: Path, event: str, **match: str) -> list[dict[s
                 entry = orjson.loads(line)
             except orjson.JSONDecodeError:
                 continue
-            if entry.get("event") == event and all(entry.get(k) == v for k, v in match.items()):
+            if entry.get("event") == event and all(
+                entry.get(k) == v or (v is ANY and entry.get(k)) for k, v in match.items()
+            ):
                 found.append(entry)
                 break
     return found
 
 
-def _log_times(state_dir: Path, event: str, **match: str) -> list[float]:
+def _log_times(state_dir: Path, event: str, **match: object) -> list[float]:
     return [
         dt.datetime.fromisoformat(entry["timestamp"]).timestamp()
         for entry in _first_log_entries(state_dir, event, **match)
@@ -306,14 +319,12 @@ def _activation_time(state_dir: Path, fallback: float) -> float:
     return min(issued, default=fallback)
 
 
-def _wait_for_logs(state_dir: Path, event: str, count: int, timeout_s: float) -> None:
+def _wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
     deadline = time.monotonic() + timeout_s
-    while len(_log_times(state_dir, event)) < count:
+    while not condition():
         if time.monotonic() > deadline:
-            raise ServiceUnavailable(
-                f"workers did not log {event} within {timeout_s:g}s; see {state_dir}/worker-*.log"
-            )
-        time.sleep(0.2)
+            raise ServiceUnavailable(f"demo: timed out after {timeout_s:g}s waiting for {what}")
+        time.sleep(0.1)
 
 
 def _wait_or_kill(process: subprocess.Popen[bytes], timeout_s: float = 30) -> int:

@@ -100,6 +100,7 @@ def start_broker(port: int, log_path: Path) -> subprocess.Popen[bytes]:
 
 
 def start_redis(port: int, data_dir: Path, *extra_args: str) -> subprocess.Popen[bytes]:
+    data_dir = data_dir.resolve()  # redis-server changes into --dir before opening its log
     process = subprocess.Popen(
         [
             redis_binary(),
