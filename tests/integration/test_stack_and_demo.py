@@ -1,4 +1,4 @@
-"""`scorer stack` and `scorer demo`, as a user runs them, on a machine whose usual ports are taken."""
+"""`scorer stack` and `scorer demo` as a user runs them, with the usual ports taken."""
 
 from __future__ import annotations
 
