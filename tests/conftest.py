@@ -3,6 +3,7 @@ loopback ports; per test, unique topics, group and Redis keys; workers that alwa
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -102,6 +103,9 @@ def settings(broker: Broker, redis_server: RedisServer) -> Settings:
         active_key=f"test:{tag}:active",
         registry_prefix=f"test:{tag}",
         active_poll_s=1.0,
+        metrics_port=0,
+        metrics_host="127.0.0.1",
+        worker_heartbeat_s=1.0,
         startup_timeout_s=15,
         delivery_timeout_s=10,
         delivery_retry_max_s=2,
@@ -113,10 +117,7 @@ def settings(broker: Broker, redis_server: RedisServer) -> Settings:
 def settings_env(settings: Settings) -> dict[str, str]:
     """The environment a `scorer` subprocess needs to use these settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SCORER_")}
-    for name, value in settings.redacted().items():
-        if name != "signing_key":
-            env[env_name(name)] = str(value)
-    env[env_name("signing_key")] = settings.signing_key
+    env |= {env_name(name): str(value) for name, value in dataclasses.asdict(settings).items()}
     return env
 
 

@@ -66,6 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("run", parents=[common], help="run one worker process").set_defaults(
         command=cmd_run
     )
+    status = commands.add_parser(
+        "status", parents=[common], help="active version, live workers, lag, dead letters"
+    )
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(command=cmd_status)
     _add_model_commands(commands, common)
     _add_stack_commands(commands, common)
 
@@ -227,6 +232,17 @@ def cmd_model_list(args: argparse.Namespace, settings: Settings) -> int:
 
 def _iso(epoch_s: float) -> str:
     return dt.datetime.fromtimestamp(epoch_s, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.status import collect_status, render_status
+
+    status = collect_status(settings, connect_redis(settings))
+    if args.json:
+        print(orjson.dumps(status, option=orjson.OPT_INDENT_2).decode())
+    else:
+        print(render_status(status))
+    return 0
 
 
 def cmd_stack_up(args: argparse.Namespace, settings: Settings) -> int:

@@ -19,6 +19,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 
 from worker.errors import ArtifactRejected, RegistryError
+from worker.metrics import WorkerMetrics
 from worker.models import ModelHolder, load_version
 from worker.registry import Registry, RegistryEntry
 from worker.settings import Settings
@@ -51,16 +52,18 @@ class ModelReloader:
         registry: Registry,
         holder: ModelHolder,
         control_consumer: KafkaConsumer,
+        metrics: WorkerMetrics,
     ) -> None:
         self._settings = settings
         self._registry = registry
         self._holder = holder
         self._consumer = control_consumer
+        self._metrics = metrics
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="model-reloader", daemon=True)
         self._failed_version: str | None = None
         self.last_error: str | None = None
-        self.last_check_ok_at: float | None = None
+        self.redis_error: str | None = None
 
     def start(self) -> None:
         self._follow_control_topic()
@@ -92,6 +95,7 @@ class ModelReloader:
         try:
             batches: dict[Any, list[Any]] = self._consumer.poll(timeout_ms=timeout_ms)
         except KafkaError as exc:
+            self._metrics.kafka_errors.labels("control").inc()
             log.warning("control.poll_failed", error=str(exc))
             self._stopping.wait(1.0)
             return False
@@ -109,9 +113,9 @@ class ModelReloader:
         try:
             active = self._registry.active_version()
         except redis.RedisError as exc:
-            self._note_error(f"redis: {exc}", "reload.check_failed")
+            self._note_redis_error(exc)
             return
-        self.last_check_ok_at = time.time()
+        self._note_redis_ok()
         current = self._holder.current()
         if active is None:
             return
@@ -128,13 +132,17 @@ class ModelReloader:
             model = load_version(self._registry, version, self._settings.signing_key)
         except (RegistryError, ArtifactRejected) as exc:
             self._failed_version = version
-            self._note_error(f"{version}: {exc}", "model.reload_failed", version=version)
+            self.last_error = f"{version}: {exc}"
+            self._metrics.reloads.labels("failed").inc()
+            log.error("model.reload_failed", model_version=version, reason=str(exc))
             return
         except redis.RedisError as exc:
-            self._note_error(f"redis: {exc}", "reload.check_failed", version=version)
+            self._note_redis_error(exc)
             return
         previous = self._holder.current()
         self._holder.swap(model)
+        self._metrics.reloads.labels("ok").inc()
+        self._metrics.set_model(model.version, model.sha256)
         self._failed_version = None
         self.last_error = None
         log.info(
@@ -145,9 +153,22 @@ class ModelReloader:
             ms=round((time.monotonic() - started) * 1000, 1),
         )
 
-    def _note_error(self, message: str, event: str, **fields: object) -> None:
-        self.last_error = message
-        log.error(event, reason=message, **fields)
+    def _note_redis_error(self, exc: redis.RedisError) -> None:
+        """Keep scoring with the loaded model; log the outage once, count every failure."""
+        self._metrics.redis_errors.labels("reload_check").inc()
+        if self.redis_error is None:
+            log.error(
+                "redis.unavailable",
+                error=str(exc),
+                model_version=getattr(self._holder.current(), "version", None),
+            )
+        self.redis_error = f"redis unreachable: {exc}"
+
+    def _note_redis_ok(self) -> None:
+        self._metrics.note_reload_check()
+        if self.redis_error is not None:
+            log.info("redis.recovered")
+            self.redis_error = None
 
 
 def _describe(value: bytes | None) -> object:

@@ -26,7 +26,7 @@ from kafka import KafkaConsumer, TopicPartition
 from worker.errors import ServiceUnavailable
 from worker.kafka_io import client_options
 from worker.settings import Settings, env_name
-from worker.stack import stack_down, stack_up
+from worker.stack import LOOPBACK, free_port, stack_down, stack_up
 from worker.synthetic import FEATURES, save_model
 
 # Consumer-group timing for the embedded broker (its group join takes about half the
@@ -141,11 +141,16 @@ def _publish_models(state_dir: Path, env: dict[str, str]) -> None:
 
 
 def _start_worker(state_dir: Path, env: dict[str, str], index: int) -> subprocess.Popen[bytes]:
-    say(f"$ scorer run   # worker {index}, log in {state_dir}/worker-{index}.log")
+    port = free_port()
+    say(
+        f"$ scorer run   # worker {index}: http://{LOOPBACK}:{port}/metrics, "
+        f"log in {state_dir}/worker-{index}.log"
+    )
+    worker_env = env | {env_name("metrics_port"): str(port), env_name("metrics_host"): LOOPBACK}
     with (state_dir / f"worker-{index}.log").open("wb") as log_file:
         return subprocess.Popen(
             [sys.executable, "-m", "worker", "run"],
-            env=env,
+            env=worker_env,
             stdout=log_file,
             stderr=subprocess.STDOUT,
         )

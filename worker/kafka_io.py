@@ -13,7 +13,7 @@ from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
 
 from worker.errors import ConfigError, ServiceUnavailable
 from worker.retry import retry_until
-from worker.settings import Settings
+from worker.settings import Settings, redact_url
 
 log = structlog.get_logger(__name__)
 
@@ -25,7 +25,28 @@ def client_options(settings: Settings) -> dict[str, Any]:
     return {
         "bootstrap_servers": settings.kafka_bootstrap.split(","),
         "bootstrap_timeout_ms": int(settings.startup_timeout_s * 1000),
+        **security_options(settings),
     }
+
+
+def security_options(settings: Settings) -> dict[str, Any]:
+    """kafka-python's names for the connection's TLS and SASL settings."""
+    protocol = settings.kafka_security_protocol
+    options: dict[str, Any] = {"security_protocol": protocol}
+    if protocol.startswith("SASL_"):
+        options |= {
+            "sasl_mechanism": settings.kafka_sasl_mechanism,
+            "sasl_plain_username": settings.kafka_sasl_username,
+            "sasl_plain_password": settings.kafka_sasl_password,
+        }
+    if protocol.endswith("SSL"):
+        files = {
+            "ssl_cafile": settings.kafka_ssl_cafile,
+            "ssl_certfile": settings.kafka_ssl_certfile,
+            "ssl_keyfile": settings.kafka_ssl_keyfile,
+        }
+        options |= {name: path for name, path in files.items() if path}
+    return options
 
 
 def _connect(factory: Callable[..., T], settings: Settings, **options: Any) -> T:
@@ -63,6 +84,8 @@ def build_producer(settings: Settings) -> KafkaProducer:
         acks="all",
         linger_ms=settings.linger_ms,
         max_request_size=settings.max_event_bytes + _PRODUCER_HEADROOM_BYTES,
+        # send() blocks while a topic has no metadata: bound it like a flush.
+        max_block_ms=int(settings.delivery_timeout_s * 1000),
     )
 
 
@@ -101,16 +124,29 @@ def _create(admin: KafkaAdminClient, topics: list[NewTopic]) -> None:
 
 def connect_redis(settings: Settings) -> redis.Redis:
     """A client that has answered PING, retried up to startup_timeout_s."""
+    tls = {"ssl_ca_certs": settings.redis_ssl_ca_file} if settings.redis_ssl_ca_file else {}
     try:
         client = redis.Redis.from_url(
-            settings.redis_url, socket_timeout=5, socket_connect_timeout=5, health_check_interval=30
+            settings.redis_url,
+            socket_timeout=5,
+            socket_connect_timeout=5,
+            health_check_interval=30,
+            **tls,
         )
     except ValueError as exc:
         raise ConfigError(f"setting redis_url is not a Redis URL: {exc}") from None
+    where = f"Redis at {redact_url(settings.redis_url)}"
+
+    def ping() -> None:
+        try:
+            client.ping()
+        except (redis.AuthenticationError, redis.ResponseError) as exc:
+            # Wrong or missing credentials: retrying cannot help.
+            raise ConfigError(
+                f"setting redis_url: {where} refused the credentials: {exc}"
+            ) from None
+
     retry_until(
-        client.ping,
-        (redis.ConnectionError, redis.TimeoutError),
-        settings.startup_timeout_s,
-        f"Redis at {settings.redis_url}",
+        ping, (redis.ConnectionError, redis.TimeoutError), settings.startup_timeout_s, where
     )
     return client

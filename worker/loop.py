@@ -19,8 +19,9 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, Topic
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
-from worker.errors import DeliveryFailed
+from worker.errors import DeliveryFailed, ScorerError
 from worker.events import DecodedBatch, Reason, Reject, decode_batch, encode_predictions
+from worker.metrics import WorkerMetrics
 from worker.models import LoadedModel
 from worker.retry import backoff_s
 from worker.settings import Settings
@@ -38,11 +39,11 @@ class PartitionTracker(ConsumerRebalanceListener):  # type: ignore[misc]
         self.assigned: set[TopicPartition] = set()
 
     def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
-        self.assigned -= set(revoked)
+        self.assigned = self.assigned - set(revoked)  # a new set: other threads read it
         log.info("partitions.revoked", partitions=_names(revoked))
 
     def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
-        self.assigned |= set(assigned)
+        self.assigned = self.assigned | set(assigned)
         log.info("partitions.assigned", partitions=_names(assigned))
 
 
@@ -64,19 +65,25 @@ class ScoringLoop:
     def __init__(
         self,
         settings: Settings,
+        *,
         consumer: KafkaConsumer,
-        producer: KafkaProducer,
+        producer_factory: Callable[[], KafkaProducer],
         current_model: Callable[[], LoadedModel],
         stopping: threading.Event,
+        metrics: WorkerMetrics,
     ) -> None:
         self._settings = settings
         self._consumer = consumer
-        self._producer = producer
+        self._producer_factory = producer_factory
+        self._producer = producer_factory()
         self._current_model = current_model
         self._stopping = stopping
+        self._metrics = metrics
         self.partitions = PartitionTracker()
         self._stats = BatchStats()
         self.events_scored = 0
+        self.dead_lettered = 0
+        self.lag: dict[TopicPartition, int] = {}
         self.last_poll_at = time.monotonic()
 
     def run(self) -> None:
@@ -92,11 +99,24 @@ class ScoringLoop:
             self._close()
 
     def _poll(self) -> list[Any]:
-        batches = self._consumer.poll(
-            timeout_ms=self._settings.poll_timeout_ms, max_records=self._settings.batch_max_records
-        )
-        self.last_poll_at = time.monotonic()
-        return [record for records in batches.values() for record in records]
+        try:
+            batches = self._consumer.poll(
+                timeout_ms=self._settings.poll_timeout_ms,
+                max_records=self._settings.batch_max_records,
+            )
+        except KafkaError as exc:
+            # kafka-python reconnects by itself; pause so an outage is not a busy loop.
+            self._metrics.kafka_errors.labels("poll").inc()
+            log.warning("poll.failed", error=str(exc))
+            self._stopping.wait(1.0)
+            return []
+        finally:
+            self.last_poll_at = time.monotonic()
+        records = [record for records in batches.values() for record in records]
+        if records:
+            self._metrics.events_consumed.inc(len(records))
+            self._metrics.batch_events.observe(len(records))
+        return records
 
     def _score_and_deliver(self, records: list[Any], model: LoadedModel) -> None:
         started = time.monotonic()
@@ -105,14 +125,17 @@ class ScoringLoop:
         )
         scores = score_isolating_failures(model, batch)
         predictions = encode_predictions(batch, scores, model.version, time.time())
-        self._deliver_with_retry(records, batch, predictions, model.version)
-        self._note_batch(
-            len(predictions), len(batch.rejects), model.version, time.monotonic() - started
-        )
+        scored = time.monotonic()
+        if self._deliver_with_retry(records, batch, predictions, model.version):
+            self._note_delivered(records, batch, model.version)
+        delivered = time.monotonic()
+        self._metrics.batch_scoring.observe(scored - started)
+        self._metrics.batch_delivery.observe(delivered - scored)
+        self._note_batch(len(predictions), len(batch.rejects), model.version, delivered - started)
 
     def _deliver_with_retry(
         self, records: list[Any], batch: DecodedBatch, predictions: list[bytes], version: str
-    ) -> None:
+    ) -> bool:
         """Retry a failed delivery with backoff until it lands or the worker is stopped.
 
         The batch stays in hand, so a retry sends it again (at-least-once: some records may land
@@ -122,13 +145,15 @@ class ScoringLoop:
         while True:
             try:
                 self._deliver_and_commit(records, batch, predictions, version)
-                return
+                return True
             except DeliveryFailed as exc:
+                self._metrics.kafka_errors.labels("produce").inc()
                 log.error("delivery.failed", error=str(exc), attempt=attempt, n=len(records))
+                self._replace_producer()
                 if self._stopping.wait(
                     backoff_s(attempt, cap_s=self._settings.delivery_retry_max_s)
                 ):
-                    return  # stopping: leave the batch uncommitted for the next owner
+                    return False  # stopping: leave the batch uncommitted for the next owner
                 attempt += 1
 
     def _deliver_and_commit(
@@ -140,29 +165,44 @@ class ScoringLoop:
         2. flush, then check every acknowledgement: any failure raises DeliveryFailed;
         3. commit, per partition, the offset after the batch's last record.
         """
-        futures = [
-            self._producer.send(self._settings.output_topic, value=value, key=records[index].key)
-            for index, value in zip(batch.accepted, predictions, strict=True)
-        ]
-        futures += [
-            self._producer.send(
-                self._settings.dlq_topic,
-                value=self._dead_letter_value(records[r.index]),
-                key=records[r.index].key,
-                headers=dead_letter_headers(records[r.index], r, version),
-            )
-            for r in batch.rejects
-        ]
         try:
+            futures = [
+                self._producer.send(
+                    self._settings.output_topic, value=value, key=records[index].key
+                )
+                for index, value in zip(batch.accepted, predictions, strict=True)
+            ]
+            futures += [
+                self._producer.send(
+                    self._settings.dlq_topic,
+                    value=self._dead_letter_value(records[r.index]),
+                    key=records[r.index].key,
+                    headers=dead_letter_headers(records[r.index], r, version),
+                )
+                for r in batch.rejects
+            ]
             self._producer.flush(timeout=self._settings.delivery_timeout_s)
-        except KafkaError as exc:
-            raise DeliveryFailed(f"flush did not complete: {exc}") from None
+        except KafkaError as exc:  # e.g. no metadata for a topic within max_block_ms
+            raise DeliveryFailed(f"produce did not complete: {type(exc).__name__}: {exc}") from None
         failures = [f.exception for f in futures if not f.succeeded()]
         if failures:
             raise DeliveryFailed(
                 f"{len(failures)} of {len(futures)} records not acknowledged: {failures[0]}"
             )
         self._commit(records)
+
+    def _replace_producer(self) -> None:
+        """A producer that failed may be stuck for good (an idempotent producer whose id the
+        broker forgot never recovers); the retry starts from a fresh one. Whatever the old one
+        still buffers is dropped: the retry sends the whole batch again."""
+        try:
+            self._producer.close(timeout=0)
+        except KafkaError as exc:
+            log.warning("producer.close_failed", error=str(exc))
+        try:
+            self._producer = self._producer_factory()
+        except ScorerError as exc:  # broker still away: keep the old one, retry later
+            log.warning("producer.rebuild_failed", error=str(exc))
 
     def _dead_letter_value(self, record: Any) -> bytes | None:
         """The original bytes; an oversize event is cut to the limit so the broker accepts it."""
@@ -178,9 +218,33 @@ class ScoringLoop:
         try:
             self._consumer.commit(offsets)
         except KafkaError as exc:
+            self._metrics.kafka_errors.labels("commit").inc()
             # Delivered but not committed: a later commit covers it, or, after a rebalance,
             # the new owner scores these records again (at-least-once).
             log.warning("commit.failed", error=str(exc), partitions=_names(offsets))
+
+    def _note_delivered(self, records: list[Any], batch: DecodedBatch, version: str) -> None:
+        metrics = self._metrics
+        metrics.predictions.labels(version).inc(len(batch.accepted))
+        for reject in batch.rejects:
+            metrics.dead_letters.labels(reject.reason).inc()
+        metrics.observe_latencies(batch.event_ts, time.time())
+        self.dead_lettered += len(batch.rejects)
+        self._note_lag(records)
+
+    def _note_lag(self, records: list[Any]) -> None:
+        """Lag from the client's cached high watermark after each batch: no broker round trip."""
+        last: dict[TopicPartition, int] = {}
+        for record in records:
+            last[TopicPartition(record.topic, record.partition)] = record.offset
+        for partition, offset in last.items():
+            highwater = self._consumer.highwater(partition)
+            if highwater is not None:
+                self.lag[partition] = max(0, highwater - offset - 1)
+        assigned = self.partitions.assigned
+        self._metrics.set_lag(
+            {(tp.topic, tp.partition): lag for tp, lag in self.lag.items() if tp in assigned}
+        )
 
     def _note_batch(self, scored: int, rejected: int, version: str, busy_s: float) -> None:
         stats = self._stats

@@ -6,12 +6,16 @@ import os
 import socket
 import threading
 import time
+from typing import Any
 
 import structlog
 
 from worker.control import ModelReloader
+from worker.health import HealthServer, HealthSources, Readiness
+from worker.heartbeat import Heartbeat, workers_key_prefix
 from worker.kafka_io import build_consumer, build_producer, connect_redis, ensure_topics
 from worker.loop import ScoringLoop
+from worker.metrics import WorkerMetrics
 from worker.models import LoadedModel, ModelHolder
 from worker.registry import Registry
 from worker.settings import Settings
@@ -22,51 +26,92 @@ _WAITING_LOG_INTERVAL_S = 10.0
 
 
 class Worker:
-    """Start: Redis → topics → reloader (loads the active version) → wait for a model → consume.
+    """Start: HTTP → Redis → topics → reloader (loads the active version) → heartbeat → wait
+    for a model → consume.
 
     Stop (from `stop`, any thread): the loop finishes and commits its batch, leaves the group
-    and closes the producer; then the reloader and its control consumer stop.
+    and closes the producer; then the reloader stops, then HTTP, and last the heartbeat record
+    is deleted.
     """
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{id(self):x}"
+        self.started_at = time.time()
         self.holder = ModelHolder()
+        self.metrics = WorkerMetrics()
         self.loop: ScoringLoop | None = None
         self.reloader: ModelReloader | None = None
+        self.heartbeat: Heartbeat | None = None
+        self.health: HealthServer | None = None
         self._stopping = threading.Event()
+        self._waiting_beat = time.monotonic()
 
     def stop(self) -> None:
         self._stopping.set()
 
     def run(self) -> None:
         settings = self.settings
-        registry = Registry(connect_redis(settings), settings.registry_prefix, settings.active_key)
-        ensure_topics(settings)
-        self.reloader = ModelReloader(
-            settings, registry, self.holder, build_consumer(settings, group_id=None)
+        self.health = HealthServer(
+            settings.metrics_host, settings.metrics_port, self.metrics, self._health_sources()
         )
-        self.reloader.start()
-        log.info("worker.started", worker_id=self.worker_id, settings=settings.redacted())
+        self.health.start()
         try:
-            if self._wait_for_model() is None:
-                return
-            self.loop = ScoringLoop(
+            redis_client = connect_redis(settings)
+            ensure_topics(settings)
+            registry = Registry(redis_client, settings.registry_prefix, settings.active_key)
+            self.reloader = ModelReloader(
                 settings,
-                build_consumer(settings),
-                build_producer(settings),
-                self._current_model,
-                self._stopping,
+                registry,
+                self.holder,
+                build_consumer(settings, group_id=None),
+                self.metrics,
             )
-            self.loop.run()
+            self.reloader.start()
+            self.heartbeat = Heartbeat(
+                redis_client,
+                workers_key_prefix(settings.registry_prefix) + self.worker_id,
+                settings.worker_heartbeat_s,
+                self.snapshot,
+                self.metrics,
+            )
+            self.heartbeat.start()
+            log.info(
+                "worker.started",
+                worker_id=self.worker_id,
+                metrics_port=self.health.port,
+                settings=settings.redacted(),
+            )
+            self._consume()
         finally:
-            self.reloader.stop()
+            self._shut_down()
+
+    def _consume(self) -> None:
+        if self._wait_for_model() is None:
+            return
+        self.loop = ScoringLoop(
+            self.settings,
+            consumer=build_consumer(self.settings),
+            producer_factory=lambda: build_producer(self.settings),
+            current_model=self._current_model,
+            stopping=self._stopping,
+            metrics=self.metrics,
+        )
+        self.loop.run()
+
+    def _shut_down(self) -> None:
+        started = self.heartbeat is not None
+        for part in (self.reloader, self.health, self.heartbeat):
+            if part is not None:
+                part.stop()
+        if started:  # a start-up failure is reported by the CLI in one line, nothing more
             log.info("worker.stopped", worker_id=self.worker_id)
 
     def _wait_for_model(self) -> LoadedModel | None:
         """Not ready and not consuming until a version is active and loaded."""
         next_log = time.monotonic()
         while not self._stopping.is_set():
+            self._waiting_beat = time.monotonic()
             model = self.holder.wait_loaded(0.25)
             if model is not None:
                 return model
@@ -83,3 +128,52 @@ class Worker:
         model = self.holder.current()
         assert model is not None, "the loop starts only after a model is loaded"
         return model
+
+    def _health_sources(self) -> HealthSources:
+        return HealthSources(
+            alive=self.alive,
+            readiness=self.readiness,
+            current_model=self.holder.current,
+            max_event_bytes=self.settings.max_event_bytes,
+        )
+
+    def alive(self) -> bool:
+        """The loop (or the wait for a first model) turned within the max-poll interval."""
+        last = self.loop.last_poll_at if self.loop else self._waiting_beat
+        return time.monotonic() - last < self.settings.max_poll_interval_ms / 1000
+
+    def readiness(self) -> Readiness:
+        degraded = self.reloader.redis_error if self.reloader else None
+        if self.holder.current() is None:
+            error = self.reloader.last_error if self.reloader else None
+            reason = f"model not loaded: {error}" if error else "waiting for an active version"
+            return Readiness(False, reason, degraded)
+        if self.loop is None or not self.loop.partitions.assigned:
+            return Readiness(
+                False, "not in the consumer group yet (no partitions assigned)", degraded
+            )
+        return Readiness(True, "ok", degraded)
+
+    def snapshot(self) -> dict[str, Any]:
+        """The heartbeat record that `scorer status` shows."""
+        model = self.holder.current()
+        loop = self.loop
+        readiness = self.readiness()
+        return {
+            "worker_id": self.worker_id,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "model_version": model.version if model else None,
+            "sha256": model.sha256 if model else None,
+            "partitions": sorted(f"{tp.topic}[{tp.partition}]" for tp in loop.partitions.assigned)
+            if loop
+            else [],
+            "events_scored": loop.events_scored if loop else 0,
+            "dead_lettered": loop.dead_lettered if loop else 0,
+            "ready": readiness.ready,
+            "reason": readiness.reason,
+            "degraded": readiness.degraded,
+            "last_error": self.reloader.last_error if self.reloader else None,
+            "started_at": self.started_at,
+            "updated_at": time.time(),
+        }

@@ -7,6 +7,7 @@ environment. Unknown keys and wrong types are a one-line `ConfigError`.
 from __future__ import annotations
 
 import dataclasses
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -18,10 +19,32 @@ from worker.errors import ConfigError
 ENV_PREFIX = "SCORER_"
 CONFIG_ENV = "SCORER_CONFIG"
 DEFAULT_CONFIG_PATH = Path("config/worker.toml")
-SECRET_SETTINGS = frozenset({"signing_key"})
+# Secrets: never in repr, logs or status; each can also come from a file (SCORER_<NAME>_FILE).
+SECRET_SETTINGS = frozenset({"signing_key", "kafka_sasl_password", "redis_url"})
+
+_POSITIVE = (
+    "batch_max_records",
+    "poll_timeout_ms",
+    "topic_partitions",
+    "topic_replication",
+    "max_event_bytes",
+    "session_timeout_ms",
+    "heartbeat_interval_ms",
+    "max_poll_interval_ms",
+    "active_poll_s",
+    "delivery_timeout_s",
+    "startup_timeout_s",
+    "delivery_retry_max_s",
+    "batch_log_interval_s",
+    "worker_heartbeat_s",
+)
+
+_TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
 
 LogFormat = Literal["auto", "json", "console"]
 OffsetReset = Literal["earliest", "latest"]
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 
 
 @dataclass(frozen=True)
@@ -29,7 +52,7 @@ class Settings:
     """Every setting of a worker process; see config/worker.toml for each one's meaning."""
 
     kafka_bootstrap: str = "localhost:9092"
-    redis_url: str = "redis://localhost:6379/0"
+    redis_url: str = field(default="redis://localhost:6379/0", repr=False)
     input_topic: str = "ad-click-features"
     output_topic: str = "ad-click-predictions"
     control_topic: str = "model-control"
@@ -38,7 +61,17 @@ class Settings:
     active_key: str = "scorer:model:active"
     registry_prefix: str = "scorer:model"
     metrics_port: int = 9464
-    signing_key: str = field(default="", repr=False)  # a secret: never in repr or logs
+    metrics_host: str = "0.0.0.0"
+    worker_heartbeat_s: float = 5.0
+    signing_key: str = field(default="", repr=False)
+    kafka_security_protocol: SecurityProtocol = "PLAINTEXT"
+    kafka_sasl_mechanism: SaslMechanism = "PLAIN"
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: str = field(default="", repr=False)
+    kafka_ssl_cafile: str = ""
+    kafka_ssl_certfile: str = ""
+    kafka_ssl_keyfile: str = ""
+    redis_ssl_ca_file: str = ""
     active_poll_s: float = 2.0
     batch_max_records: int = 1000
     poll_timeout_ms: int = 100
@@ -59,36 +92,50 @@ class Settings:
     log_level: str = "info"
 
     def __post_init__(self) -> None:
-        for name in (
-            "batch_max_records",
-            "poll_timeout_ms",
-            "topic_partitions",
-            "topic_replication",
-            "max_event_bytes",
-            "session_timeout_ms",
-            "heartbeat_interval_ms",
-            "max_poll_interval_ms",
-        ):
+        for name in _POSITIVE:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"setting {name} must be positive, got {getattr(self, name)}")
-        for name in (
-            "active_poll_s",
-            "delivery_timeout_s",
-            "startup_timeout_s",
-            "delivery_retry_max_s",
-            "batch_log_interval_s",
-        ):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"setting {name} must be positive, got {getattr(self, name)}")
+        for name in ("input_topic", "output_topic", "control_topic", "dlq_topic"):
+            if not _TOPIC_NAME.fullmatch(getattr(self, name)):
+                raise ConfigError(
+                    f"setting {name} is not a legal Kafka topic name: "
+                    f"{getattr(self, name)!r} (1-249 of A-Z a-z 0-9 . _ -)"
+                )
+        self._check_security()
         if self.fetch_max_wait_ms < 0 or self.linger_ms < 0:
             raise ConfigError("settings fetch_max_wait_ms and linger_ms must not be negative")
         if self.heartbeat_interval_ms >= self.session_timeout_ms:
             raise ConfigError("setting heartbeat_interval_ms must be below session_timeout_ms")
-        if not 0 < self.metrics_port < 65536:
+        if not 0 <= self.metrics_port < 65536:
             raise ConfigError(f"setting metrics_port must be a TCP port, got {self.metrics_port}")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError(
                 f"setting log_level must be debug|info|warning|error, got {self.log_level!r}"
+            )
+
+    def _check_security(self) -> None:
+        if self.kafka_security_protocol.startswith("SASL_") and not (
+            self.kafka_sasl_username and self.kafka_sasl_password
+        ):
+            raise ConfigError(
+                f"setting kafka_security_protocol={self.kafka_security_protocol} "
+                "needs kafka_sasl_username and kafka_sasl_password"
+            )
+        for name in (
+            "kafka_ssl_cafile",
+            "kafka_ssl_certfile",
+            "kafka_ssl_keyfile",
+            "redis_ssl_ca_file",
+        ):
+            path = getattr(self, name)
+            if path and not Path(path).is_file():
+                raise ConfigError(f"setting {name}: no such file {path}")
+        if bool(self.kafka_ssl_certfile) != bool(self.kafka_ssl_keyfile):
+            raise ConfigError("settings kafka_ssl_certfile and kafka_ssl_keyfile go together")
+        if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError(
+                f"setting redis_url must start with redis://, rediss:// or "
+                f"unix://, got {redact_url(self.redis_url)!r}"
             )
 
     def replace(self, **changes: object) -> Settings:
@@ -98,12 +145,26 @@ class Settings:
     def redacted(self) -> dict[str, object]:
         """All settings with secrets masked: safe to log or print."""
         values = dataclasses.asdict(self)
-        for name in SECRET_SETTINGS:
+        for name in SECRET_SETTINGS - {"redis_url"}:
             values[name] = "***" if values[name] else ""
+        values["redis_url"] = redact_url(self.redis_url)
         return values
 
 
+def redact_url(url: str) -> str:
+    """`redis://user:secret@host` -> `redis://user:***@host`."""
+    return re.sub(r"(//[^:/@]*:)[^/]*@", r"\1***@", url)
+
+
 _FIELDS = {f.name: f for f in fields(Settings)}
+
+
+_CHOICES = {
+    "LogFormat": LogFormat,
+    "OffsetReset": OffsetReset,
+    "SecurityProtocol": SecurityProtocol,
+    "SaslMechanism": SaslMechanism,
+}
 
 
 def setting_names() -> list[str]:
@@ -125,7 +186,7 @@ def coerce(name: str, raw: object) -> object:
         return raw
     if annotation in ("int", "float"):
         return _coerce_number(name, raw, int if annotation == "int" else float)
-    choices = get_args({"LogFormat": LogFormat, "OffsetReset": OffsetReset}[str(annotation)])
+    choices = get_args(_CHOICES[str(annotation)])
     if raw not in choices:
         raise ConfigError(f"setting {name} must be one of {'|'.join(choices)}, got {raw!r}")
     return raw

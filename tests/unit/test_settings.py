@@ -45,6 +45,7 @@ def test_defaults_apply_without_any_file(tmp_path: Path, monkeypatch: pytest.Mon
         ({"SCORER_ACTIVE_POLL_S": "soon"}, "active_poll_s must be a number"),
         ({"SCORER_ACTIVE_POLL_S": "0"}, "active_poll_s must be positive"),
         ({"SCORER_LOG_FORMAT": "xml"}, "log_format must be one of auto|json|console"),
+        ({"SCORER_OUTPUT_TOPIC": "my topic"}, "output_topic is not a legal Kafka topic name"),
         ({"SCORER_METRICS_PORT": "70000"}, "metrics_port must be a TCP port"),
         ({"SCORER_HEARTBEAT_INTERVAL_MS": "60000"}, "heartbeat_interval_ms must be below"),
         ({"SCORER_SIGNING_KEY_FILE": "/nonexistent/key"}, "SCORER_SIGNING_KEY_FILE: cannot read"),

@@ -1,0 +1,112 @@
+"""Prometheus metrics of one worker, in its own registry (no process-global state).
+
+Names follow Prometheus conventions: counters end in `_total`, durations in `_seconds`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+import numpy as np
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+_BATCH_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10)
+_BATCH_SIZE_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
+
+
+class WorkerMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.events_consumed = Counter(
+            "scorer_events_consumed_total", "Records read from the input topic", registry=r
+        )
+        self.predictions = Counter(
+            "scorer_predictions_total",
+            "Predictions acknowledged by the broker",
+            ["model_version"],
+            registry=r,
+        )
+        self.dead_letters = Counter(
+            "scorer_dead_letters_total",
+            "Events sent to the dead-letter topic",
+            ["reason"],
+            registry=r,
+        )
+        self.batch_events = Histogram(
+            "scorer_batch_events",
+            "Records per polled batch",
+            buckets=_BATCH_SIZE_BUCKETS,
+            registry=r,
+        )
+        self.batch_scoring = Histogram(
+            "scorer_batch_scoring_seconds",
+            "Decode, predict and encode time per batch",
+            buckets=_BATCH_BUCKETS_S,
+            registry=r,
+        )
+        self.batch_delivery = Histogram(
+            "scorer_batch_delivery_seconds",
+            "Produce, flush (acks) and commit time per batch",
+            buckets=_BATCH_BUCKETS_S,
+            registry=r,
+        )
+        self.end_to_end = Histogram(
+            "scorer_end_to_end_latency_seconds",
+            "Event ts to the broker's acknowledgement of its prediction",
+            buckets=_LATENCY_BUCKETS_S,
+            registry=r,
+        )
+        self.model_info = Gauge(
+            "scorer_model_info", "The loaded model (value 1)", ["version", "sha256"], registry=r
+        )
+        self.reloads = Counter(
+            "scorer_model_reloads_total",
+            "Attempts to load a new active version",
+            ["result"],
+            registry=r,
+        )
+        self._last_check_at = 0.0
+        self.reload_check_age = Gauge(
+            "scorer_reload_check_age_seconds",
+            "Seconds since the active key was last read successfully",
+            registry=r,
+        )
+        self.reload_check_age.set_function(self._check_age)
+        self.consumer_lag = Gauge(
+            "scorer_consumer_lag_events",
+            "High watermark minus position, per assigned partition",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.kafka_errors = Counter(
+            "scorer_kafka_errors_total", "Kafka operations that failed", ["operation"], registry=r
+        )
+        self.redis_errors = Counter(
+            "scorer_redis_errors_total", "Redis operations that failed", ["operation"], registry=r
+        )
+        for result in ("ok", "failed"):
+            self.reloads.labels(result)
+
+    def _check_age(self) -> float:
+        return time.time() - self._last_check_at if self._last_check_at else float("nan")
+
+    def note_reload_check(self) -> None:
+        self._last_check_at = time.time()
+
+    def set_model(self, version: str, sha256: str) -> None:
+        self.model_info.clear()
+        self.model_info.labels(version, sha256).set(1)
+
+    def observe_latencies(self, event_ts: Iterable[float | None], acked_at: float) -> None:
+        """One observation per event with a timestamp."""
+        stamps = np.array([ts for ts in event_ts if ts is not None], dtype=np.float64)
+        for latency in (acked_at - stamps).tolist():
+            self.end_to_end.observe(latency)
+
+    def set_lag(self, lags: dict[tuple[str, int], int]) -> None:
+        self.consumer_lag.clear()
+        for (topic, partition), lag in lags.items():
+            self.consumer_lag.labels(topic, str(partition)).set(lag)
