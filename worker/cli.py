@@ -63,9 +63,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scorer", description=__doc__)
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
-    commands.add_parser("run", parents=[common], help="run one worker process").set_defaults(
-        command=cmd_run
+    run = commands.add_parser(
+        "run", parents=[common], help="run a worker process (or several under one supervisor)"
     )
+    run.add_argument(
+        "--processes",
+        default="1",
+        help="worker processes in this group under "
+        "one supervisor: a number, or 'auto' for one per core (default 1)",
+    )
+    run.set_defaults(command=cmd_run)
     status = commands.add_parser(
         "status", parents=[common], help="active version, live workers, lag, dead letters"
     )
@@ -80,6 +87,34 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--events", type=int, default=20000)
     demo.add_argument("--rate", type=float, default=2000.0, help="events per second")
     demo.set_defaults(command=cmd_demo)
+
+    bench = commands.add_parser("bench", parents=[common], help="the benchmark")
+    bench.add_argument(
+        "--mode", choices=["throughput", "latency", "swap", "backlog"], default="throughput"
+    )
+    bench.add_argument(
+        "--events", type=int, help="events pre-filled (default 50000; backlog: 1000000)"
+    )
+    bench.add_argument("--partitions", type=int, default=4)
+    bench.add_argument("--rounds", type=int, default=3)
+    bench.add_argument("--batch-size", type=int, default=1000, help="batch_max_records")
+    bench.add_argument("--processes", type=int, default=1, help="worker processes per run")
+    bench.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="offered load for latency and "
+        "swap (default: half the last measured worker throughput)",
+    )
+    bench.add_argument("--duration", type=float, default=20.0, help="seconds of offered load")
+    bench.add_argument("--out", type=Path, default=Path("bench-results"))
+    bench.add_argument(
+        "--external",
+        action="store_true",
+        help="use SCORER_KAFKA_BOOTSTRAP and "
+        "SCORER_REDIS_URL instead of starting the embedded stack",
+    )
+    bench.set_defaults(command=cmd_bench)
 
     loadgen = commands.add_parser("loadgen", parents=[common], help="synthetic feature events")
     loadgen.add_argument("--count", type=int, required=True)
@@ -137,10 +172,27 @@ def _add_stack_commands(
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from worker.service import Worker
 
+    processes = _process_count(args.processes)
+    if processes > 1:
+        from worker.supervisor import run_supervised
+
+        child_args = ["--config", str(args.config)] if args.config else []
+        for override in args.set:
+            child_args += ["--set", override]
+        return run_supervised(processes, child_args, settings.metrics_port)
+
     worker = Worker(settings)
     install_stop_handlers(worker.stop)
     worker.run()
     return 0
+
+
+def _process_count(value: str) -> int:
+    if value == "auto":
+        return os.cpu_count() or 1
+    if not value.isdigit() or int(value) < 1:
+        raise ConfigError(f"--processes takes a positive number or 'auto', got {value!r}")
+    return int(value)
 
 
 def install_stop_handlers(stop: Callable[[], None]) -> None:
@@ -286,6 +338,26 @@ def cmd_loadgen(args: argparse.Namespace, settings: Settings) -> int:
         ).decode()
     )
     return 0
+
+
+def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.bench import BenchOptions, run_bench
+
+    default_events = 1_000_000 if args.mode == "backlog" else 50_000
+    options = BenchOptions(
+        events=args.events or default_events,
+        partitions=args.partitions,
+        rounds=args.rounds,
+        batch_max_records=args.batch_size,
+        processes=args.processes,
+        rate=args.rate,
+        duration_s=args.duration,
+        out_dir=args.out,
+        external=args.external,
+    )
+    if min(options.events, options.partitions, options.rounds, options.processes) < 1:
+        raise ConfigError("--events, --partitions, --rounds and --processes must be >= 1")
+    return run_bench(settings, options, args.mode)
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:

@@ -7,7 +7,6 @@ prediction and dead-letter → report → stop everything it started.
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import subprocess
 import sys
@@ -28,6 +27,7 @@ from worker.kafka_io import client_options
 from worker.settings import Settings, env_name
 from worker.stack import LOOPBACK, free_port, stack_down, stack_up
 from worker.synthetic import FEATURES, save_model
+from worker.worker_logs import ANY, activation_time, first_times
 
 # Consumer-group timing for the embedded broker (its group join takes about half the
 # session timeout); production keeps the configurable defaults.
@@ -37,7 +37,6 @@ EMBEDDED_GROUP_TIMING = {
     "max_poll_interval_ms": "10000",
 }
 N_WORKERS = 2
-ANY = object()
 
 
 @dataclass
@@ -73,7 +72,10 @@ def run_demo(settings: Settings, events: int, rate: float) -> int:
         _publish_models(state_dir, env)
         workers = [_start_worker(state_dir, env, i) for i in range(N_WORKERS)]
         _wait_for(
-            lambda: len(_log_times(state_dir, "partitions.assigned", partitions=ANY)) == N_WORKERS,
+            lambda: (
+                len(first_times(_logs(state_dir), "partitions.assigned", partitions=ANY))
+                == N_WORKERS
+            ),
             60,
             f"both workers to load v1 and join the group (logs in {state_dir})",
         )
@@ -249,8 +251,8 @@ def _report(
     scored = set(collected.versions)
     missing = expected - scored - collected.dead_letters
     both = scored & collected.dead_letters
-    loaded_v2 = _log_times(state_dir, "model.loaded", model_version="v2")
-    activated_at = _activation_time(state_dir, activated_at)
+    loaded_v2 = first_times(_logs(state_dir), "model.loaded", model_version="v2")
+    activated_at = activation_time(_logs(state_dir), since=0.0, fallback=activated_at)
     per_version = Counter(collected.versions.values())
     first_v2 = collected.first_scored_at.get("v2")
     ok = (
@@ -288,40 +290,8 @@ def _report(
     return 0 if ok else 1
 
 
-def _first_log_entries(state_dir: Path, event: str, **match: object) -> list[dict[str, Any]]:
-    """The first matching log entry of each worker log (a match value of ANY matches any
-    non-empty value)."""
-    found = []
-    for path in sorted(state_dir.glob("worker-*.log")):
-        for line in path.read_text(errors="replace").splitlines():
-            try:
-                entry = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                continue
-            if entry.get("event") == event and all(
-                entry.get(k) == v or (v is ANY and entry.get(k)) for k, v in match.items()
-            ):
-                found.append(entry)
-                break
-    return found
-
-
-def _log_times(state_dir: Path, event: str, **match: object) -> list[float]:
-    return [
-        dt.datetime.fromisoformat(entry["timestamp"]).timestamp()
-        for entry in _first_log_entries(state_dir, event, **match)
-    ]
-
-
-def _activation_time(state_dir: Path, fallback: float) -> float:
-    """When `model activate` switched the key: the control message's issued_at, as workers
-    received it (the command's own start-up time is not part of the switch)."""
-    issued = [
-        entry["message"]["issued_at"]
-        for entry in _first_log_entries(state_dir, "control.received")
-        if isinstance(entry.get("message"), dict) and "issued_at" in entry["message"]
-    ]
-    return min(issued, default=fallback)
+def _logs(state_dir: Path) -> list[Path]:
+    return sorted(state_dir.glob("worker-*.log"))
 
 
 def _wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:

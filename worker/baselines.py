@@ -1,0 +1,98 @@
+"""The benchmark's reference points, each run as its own process like the worker itself.
+
+- passthrough: the ceiling. Consume → produce the bytes unchanged → flush → commit, with the
+  same Kafka client settings as the worker; no decoding, no model.
+- tutorial: the per-event loop most examples show. json.loads, predict on one row, send.
+
+`python -m worker.baselines passthrough|tutorial --limit N [--model FILE]`, settings from
+the SCORER_* environment like `scorer run`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import threading
+import time
+from typing import Any
+
+import joblib
+from kafka.structs import OffsetAndMetadata
+
+from worker.kafka_io import build_consumer, build_producer
+from worker.settings import Settings, load_settings
+
+
+def passthrough(settings: Settings, limit: int, stopping: threading.Event) -> None:
+    consumer = build_consumer(settings)
+    producer = build_producer(settings)
+    consumer.subscribe([settings.input_topic])
+    moved = 0
+    while moved < limit and not stopping.is_set():
+        batches = consumer.poll(
+            timeout_ms=settings.poll_timeout_ms, max_records=settings.batch_max_records
+        )
+        if not batches:
+            continue
+        offsets = {}
+        for tp, records in batches.items():
+            for record in records:
+                producer.send(settings.output_topic, value=record.value, key=record.key)
+            offsets[tp] = OffsetAndMetadata(records[-1].offset + 1, "", -1)
+            moved += len(records)
+        producer.flush()
+        consumer.commit(offsets)
+    consumer.close(autocommit=False)
+    producer.close()
+
+
+def tutorial(settings: Settings, limit: int, model_path: str, stopping: threading.Event) -> None:
+    """Deliberately the naive shape: one event at a time, auto-commit, no batching."""
+    model = joblib.load(model_path)
+    features = [f"f{i}" for i in range(model.n_features_in_)]
+    consumer = build_consumer(settings, enable_auto_commit=True, max_poll_records=1)
+    producer = build_producer(settings)
+    consumer.subscribe([settings.input_topic])
+    done = 0
+    while done < limit and not stopping.is_set():
+        for records in consumer.poll(timeout_ms=settings.poll_timeout_ms).values():
+            for record in records:
+                event = json.loads(record.value)
+                row = [[event["features"][name] for name in features]]
+                score = float(model.predict_proba(row)[0][1])
+                prediction = {
+                    "event_id": event["event_id"],
+                    "model_version": "tutorial",
+                    "score": score,
+                    "event_ts": event.get("ts"),
+                    "scored_at": time.time(),
+                }
+                producer.send(
+                    settings.output_topic, value=json.dumps(prediction).encode(), key=record.key
+                )
+                done += 1
+    producer.flush()
+    consumer.close()
+    producer.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("kind", choices=["passthrough", "tutorial"])
+    parser.add_argument("--limit", type=int, required=True)
+    parser.add_argument("--model", help="joblib file (tutorial only)")
+    args = parser.parse_args()
+    settings = load_settings(os.environ)
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda signum, frame: stopping.set())
+    run: dict[str, Any] = {
+        "passthrough": lambda: passthrough(settings, args.limit, stopping),
+        "tutorial": lambda: tutorial(settings, args.limit, args.model, stopping),
+    }
+    run[args.kind]()
+
+
+if __name__ == "__main__":
+    main()
