@@ -86,6 +86,7 @@ def build_producer(settings: Settings) -> KafkaProducer:
         max_request_size=settings.max_event_bytes + _PRODUCER_HEADROOM_BYTES,
         # send() blocks while a topic has no metadata: bound it like a flush.
         max_block_ms=int(settings.delivery_timeout_s * 1000),
+        batch_size=settings.producer_batch_bytes,
     )
 
 

@@ -83,6 +83,7 @@ class Settings:
     delivery_timeout_s: float = 30.0
     delivery_retry_max_s: float = 30.0
     linger_ms: int = 5
+    producer_batch_bytes: int = 262144
     max_event_bytes: int = 1_000_000
     topic_partitions: int = 4
     topic_replication: int = 1
