@@ -121,6 +121,26 @@ def settings_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+def run_scorer(
+    settings: Settings | None, *args: str, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`scorer ARGS` as a user runs it; without settings, with no SCORER_* set at all."""
+    env = (
+        settings_env(settings)
+        if settings is not None
+        else {k: v for k, v in os.environ.items() if not k.startswith("SCORER_")}
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "worker", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+
+
 @pytest.fixture
 def registry(settings: Settings) -> Registry:
     return Registry(connect_redis(settings), settings.registry_prefix, settings.active_key)

@@ -166,6 +166,14 @@ def run_throughput(bench: Bench) -> dict[str, Any]:
         ("worker, forest", lambda r: _run_worker(bench, input_topic, "forest")),
         ("tutorial, logistic", lambda r: _run_tutorial(bench, input_topic)),
     ]
+    if options.processes > 1:  # beside the one-process run, so the scaling ratio is same-run
+        variants.insert(
+            2,
+            (
+                f"worker, logistic, {options.processes} proc",
+                lambda r: _run_worker(bench, input_topic, "logistic", options.processes),
+            ),
+        )
     results: dict[str, list[RunResult]] = {name: [] for name, _ in variants}
     with tqdm(total=options.rounds * len(variants), desc="bench", unit="run") as bar:
         for round_index in range(options.rounds):
@@ -184,13 +192,11 @@ def _prefill(bench: Bench, topic: str, count: int) -> None:
         producer.close()
 
 
-def _run_worker(bench: Bench, input_topic: str, model: str) -> RunResult:
+def _run_worker(bench: Bench, input_topic: str, model: str, processes: int = 1) -> RunResult:
     output = bench.topic("bench-out")
     active_key = f"bench:active:{uuid.uuid4().hex[:6]}"
     Registry(connect_redis(bench.settings), "bench", active_key).activate(model)
-    args = ["worker", "run"]
-    if bench.options.processes > 1:
-        args += ["--processes", str(bench.options.processes)]
+    args = ["worker", "run", "--processes", str(processes)]
     process = bench.start(
         args,
         f"worker-{model}-{output}.log",
@@ -443,9 +449,10 @@ class ArrivalTimer:
         while not self._stop.is_set():
             for records in consumer.poll(timeout_ms=100).values():
                 now = time.time()
-                self.latencies_ms += [
-                    (now - orjson.loads(r.value)[self._field]) * 1000 for r in records
-                ]
+                values = [orjson.loads(r.value) for r in records]
+                self.latencies_ms += [(now - value[self._field]) * 1000 for value in values]
+                if self._keep:
+                    self.records += [(now, value) for value in values]
         consumer.close()
 
     def percentiles(self) -> dict[str, float]:
@@ -627,7 +634,10 @@ def draw_chart(results: dict[str, Any], path: Path) -> None:
             [m - rows[n]["min"] for n, m in zip(names, medians, strict=True)],
             [rows[n]["max"] - m for n, m in zip(names, medians, strict=True)],
         ]
-        bars.barh(names, medians, xerr=errors, color=["#888", "#2a7", "#2a7", "#c55"][: len(names)])
+        colours = [
+            "#888" if "ceiling" in n else "#c55" if "tutorial" in n else "#2a7" for n in names
+        ]
+        bars.barh(names, medians, xerr=errors, color=colours)
         bars.invert_yaxis()
         bars.set_xlabel("events/s (median, min-max)")
         bars.set_title("Throughput")

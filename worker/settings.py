@@ -37,6 +37,7 @@ _POSITIVE = (
     "delivery_retry_max_s",
     "batch_log_interval_s",
     "worker_heartbeat_s",
+    "producer_batch_bytes",
 )
 
 _TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")

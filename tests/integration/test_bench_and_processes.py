@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -14,7 +12,7 @@ import orjson
 import pytest
 from kafka import KafkaProducer
 
-from tests.conftest import TopicReader, send_events, wait_until
+from tests.conftest import TopicReader, run_scorer, send_events, wait_until
 from worker.settings import Settings
 from worker.synthetic import feature_rows
 
@@ -22,26 +20,8 @@ pytestmark = pytest.mark.integration
 
 
 def test_bench_measures_every_variant_and_writes_json_and_chart(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SCORER_")}
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "worker",
-            "bench",
-            "--events",
-            "2000",
-            "--rounds",
-            "1",
-            "--out",
-            str(tmp_path),
-        ],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
+    done = run_scorer(
+        None, "bench", "--events", "2000", "--rounds", "1", "--out", str(tmp_path), cwd=tmp_path
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     results = orjson.loads((tmp_path / "bench.json").read_bytes())

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import urllib.error
 import urllib.request
 from typing import Any
@@ -13,7 +11,13 @@ import pytest
 from kafka import KafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import RunningWorker, TopicReader, send_events, settings_env, wait_until
+from tests.conftest import (
+    RunningWorker,
+    TopicReader,
+    run_scorer,
+    send_events,
+    wait_until,
+)
 from worker.settings import Settings
 from worker.synthetic import FEATURES, feature_rows
 
@@ -165,14 +169,8 @@ def test_status_shows_the_fleet_its_versions_lag_and_dead_letters(
     )
 
     def status() -> dict[str, Any]:
-        done = subprocess.run(
-            [sys.executable, "-m", "worker", "status", "--json"],
-            env=settings_env(settings),
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        )
+        done = run_scorer(settings, "status", "--json")
+        assert done.returncode == 0, done.stderr
         return orjson.loads(done.stdout)
 
     wait_until(
@@ -188,14 +186,7 @@ def test_status_shows_the_fleet_its_versions_lag_and_dead_letters(
     assert len(report["kafka"]["lag"]) == settings.topic_partitions
     assert all(row["committed"] is not None for row in report["kafka"]["lag"])
 
-    table = subprocess.run(
-        [sys.executable, "-m", "worker", "status"],
-        env=settings_env(settings),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    ).stdout
+    table = run_scorer(settings, "status").stdout
     assert "2 live worker(s), converged on v1" in table
     assert "consumer lag" in table and "dead letters" in table
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +9,7 @@ import joblib
 import orjson
 import pytest
 
-from tests.conftest import artifact_bytes, settings_env
+from tests.conftest import artifact_bytes, run_scorer
 from worker.artifacts import inspect_estimator, sha256_hex
 from worker.errors import RegistryError
 from worker.registry import Registry
@@ -20,17 +18,6 @@ from worker.synthetic import FEATURES
 
 pytestmark = pytest.mark.integration
 FEATURE_LIST = ",".join(FEATURES)
-
-
-def scorer(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "worker", *args],
-        env=settings_env(settings),
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def test_publish_stores_bytes_digest_features_and_library_versions(
@@ -99,7 +86,7 @@ def test_cli_publish_list_activate_rollback(
 ) -> None:
     path = tmp_path / "m.joblib"
     joblib.dump(logistic, path)
-    published = scorer(
+    published = run_scorer(
         settings,
         "model",
         "publish",
@@ -115,13 +102,13 @@ def test_cli_publish_list_activate_rollback(
     assert published.returncode == 0, published.stderr
     assert "active version is now v1" in published.stdout
     assert (
-        scorer(
+        run_scorer(
             settings, "model", "publish", str(path), "--version", "v2", "--features", FEATURE_LIST
         ).returncode
         == 0
     )
 
-    listing = scorer(settings, "model", "list")
+    listing = run_scorer(settings, "model", "list")
     lines = {
         line.split()[1] if line.startswith("*") else line.split()[0]: line
         for line in listing.stdout.splitlines()[1:]
@@ -129,12 +116,12 @@ def test_cli_publish_list_activate_rollback(
     assert lines["v1"].startswith("*") and "baseline" in lines["v1"]
     assert not lines["v2"].startswith("*")
 
-    assert scorer(settings, "model", "activate", "v2").returncode == 0
-    listed = orjson.loads(scorer(settings, "model", "list", "--json").stdout)
+    assert run_scorer(settings, "model", "activate", "v2").returncode == 0
+    listed = orjson.loads(run_scorer(settings, "model", "list", "--json").stdout)
     assert listed["active"] == "v2"
     assert [v["version"] for v in listed["versions"]] == ["v1", "v2"]
 
-    rolled = scorer(settings, "model", "rollback")
+    rolled = run_scorer(settings, "model", "rollback")
     assert rolled.returncode == 0 and "active version is now v1" in rolled.stdout
 
 
@@ -153,7 +140,7 @@ def test_cli_refusals_are_one_line_with_an_exit_code(
         (("model", "publish", str(tmp_path / "none"), "--version", "v1"), 2, "cannot read"),
     ]
     for args, code, message in cases:
-        done = scorer(settings, *args)
+        done = run_scorer(settings, *args)
         assert (done.returncode, done.stderr.count("\n")) == (code, 1), (args, done.stderr)
         assert message in done.stderr
 
@@ -164,7 +151,7 @@ def test_publish_with_signing_key_stores_a_signature(
     path = tmp_path / "m.joblib"
     joblib.dump(logistic, path)
     signed = settings.replace(signing_key="team-secret")
-    done = scorer(
+    done = run_scorer(
         signed, "model", "publish", str(path), "--version", "v1", "--features", FEATURE_LIST
     )
     assert done.returncode == 0, done.stderr

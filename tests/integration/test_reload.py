@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -12,7 +10,13 @@ import numpy as np
 import pytest
 from kafka import KafkaProducer
 
-from tests.conftest import TopicReader, artifact_bytes, send_events, settings_env, wait_until
+from tests.conftest import (
+    TopicReader,
+    artifact_bytes,
+    run_scorer,
+    send_events,
+    wait_until,
+)
 from worker.artifacts import EstimatorInfo, inspect_estimator
 from worker.registry import Registry
 from worker.settings import Settings
@@ -56,13 +60,7 @@ def test_control_message_swaps_mid_stream_and_every_event_is_scored_by_the_versi
     sender = threading.Thread(target=stream)
     sender.start()
     wait_until(lambda: len(reader.predictions) > 500, what="v1 predictions flowing")
-    activated = subprocess.run(
-        [sys.executable, "-m", "worker", "model", "activate", "v2"],
-        env=settings_env(slow_poll),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    activated = run_scorer(slow_poll, "model", "activate", "v2")
     assert activated.returncode == 0, activated.stderr
     wait_until(lambda: worker.model_version() == "v2", timeout=10, what="swap to v2")
     wait_until(

@@ -3,30 +3,18 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import settings_env
+from tests.conftest import run_scorer
 from worker.kafka_io import connect_redis
 from worker.settings import Settings
 from worker.stack import free_port, redis_binary, start_redis, wait_for_port
 
 pytestmark = pytest.mark.integration
 PASSWORD = "correct-horse-battery"
-
-
-def scorer(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "worker", *args],
-        env=settings_env(settings),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 @pytest.fixture
@@ -43,7 +31,7 @@ def test_a_password_in_the_url_connects_and_is_never_printed(
 ) -> None:
     good = settings.replace(redis_url=f"redis://:{PASSWORD}@127.0.0.1:{password_redis}/0")
     assert connect_redis(good).ping()
-    done = scorer(good, "model", "list")
+    done = run_scorer(good, "model", "list")
     assert done.returncode == 0, done.stderr
     assert PASSWORD not in done.stdout + done.stderr
 
@@ -55,7 +43,7 @@ def test_wrong_or_missing_password_is_one_line_naming_the_setting(
     bad = settings.replace(
         redis_url=f"redis://{credentials}127.0.0.1:{password_redis}/0", startup_timeout_s=30
     )
-    done = scorer(bad, "model", "list")
+    done = run_scorer(bad, "model", "list")
     assert done.returncode == 2  # not retried for 30 s: credentials do not fix themselves
     assert done.stderr.startswith("scorer: setting redis_url: Redis at redis://")
     assert done.stderr.count("\n") == 1
@@ -136,7 +124,7 @@ def test_rediss_with_the_servers_ca_connects(
     port, ca = tls_redis
     secure = settings.replace(redis_url=f"rediss://127.0.0.1:{port}/0", redis_ssl_ca_file=str(ca))
     assert connect_redis(secure).ping()
-    assert scorer(secure, "model", "list").returncode == 0
+    assert run_scorer(secure, "model", "list").returncode == 0
 
 
 def test_rediss_without_the_ca_fails_clearly(
@@ -144,7 +132,7 @@ def test_rediss_without_the_ca_fails_clearly(
 ) -> None:
     port, _ = tls_redis
     untrusted = settings.replace(redis_url=f"rediss://127.0.0.1:{port}/0", startup_timeout_s=1)
-    done = scorer(untrusted, "model", "list")
+    done = run_scorer(untrusted, "model", "list")
     assert done.returncode == 3
     assert done.stderr.startswith(f"scorer: cannot reach Redis at rediss://127.0.0.1:{port}/0")
     assert "certificate verify failed" in done.stderr

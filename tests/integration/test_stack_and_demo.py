@@ -2,30 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
 
+from tests.conftest import run_scorer
+
 pytestmark = pytest.mark.integration
-
-
-def scorer(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SCORER_")}
-    return subprocess.run(
-        [sys.executable, "-m", "worker", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
 
 
 @pytest.fixture
@@ -56,7 +42,7 @@ def alive(pid: int) -> bool:
 def test_stack_up_uses_free_ports_and_down_stops_exactly_its_processes(
     tmp_path: Path, usual_ports_taken: None
 ) -> None:
-    up = scorer("stack", "up", "--state-dir", "state", cwd=tmp_path)
+    up = run_scorer(None, "stack", "up", "--state-dir", "state", cwd=tmp_path)
     assert up.returncode == 0, up.stderr
     exports = dict(
         line.removeprefix("export ").split("=", 1)
@@ -72,15 +58,15 @@ def test_stack_up_uses_free_ports_and_down_stops_exactly_its_processes(
         assert redis.Redis.from_url(exports["SCORER_REDIS_URL"]).ping()
         host, port = exports["SCORER_KAFKA_BOOTSTRAP"].split(":")
         socket.create_connection((host, int(port)), timeout=2).close()
-        again = scorer("stack", "up", "--state-dir", "state", cwd=tmp_path)
+        again = run_scorer(None, "stack", "up", "--state-dir", "state", cwd=tmp_path)
         assert again.returncode == 2 and "already up" in again.stderr
     finally:
-        down = scorer("stack", "down", "--state-dir", "state", cwd=tmp_path)
+        down = run_scorer(None, "stack", "down", "--state-dir", "state", cwd=tmp_path)
     assert down.returncode == 0 and "stack stopped" in down.stdout
     assert not any(alive(pid) for pid in pids)
     assert (
         "no stack was running"
-        in scorer("stack", "down", "--state-dir", "state", cwd=tmp_path).stdout
+        in run_scorer(None, "stack", "down", "--state-dir", "state", cwd=tmp_path).stdout
     )
 
 
@@ -89,13 +75,15 @@ def test_stack_up_on_a_taken_port_is_a_one_line_error(tmp_path: Path) -> None:
         sock.bind(("127.0.0.1", 0))
         sock.listen()
         port = sock.getsockname()[1]
-        done = scorer("stack", "up", "--state-dir", "s", "--kafka-port", str(port), cwd=tmp_path)
+        done = run_scorer(
+            None, "stack", "up", "--state-dir", "s", "--kafka-port", str(port), cwd=tmp_path
+        )
     assert done.returncode == 2
     assert done.stderr == f"scorer: port {port} is already in use on 127.0.0.1\n"
 
 
 def test_demo_tells_the_whole_story_and_accounts_for_every_event(tmp_path: Path) -> None:
-    done = scorer("demo", "--events", "3000", "--rate", "1000", cwd=tmp_path)
+    done = run_scorer(None, "demo", "--events", "3000", "--rate", "1000", cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     report = done.stdout[done.stdout.index("=== demo report ===") :]
     assert "every event_id accounted    yes" in report
