@@ -114,6 +114,12 @@ def settings(broker: Broker, redis_server: RedisServer) -> Settings:
     )
 
 
+@pytest.fixture(params=["kafka-python", "confluent"])
+def client_settings(settings: Settings, request: pytest.FixtureRequest) -> Settings:
+    """The test's settings with each Kafka client in turn, for the delivery-critical tests."""
+    return settings.replace(kafka_client=request.param)
+
+
 def settings_env(settings: Settings) -> dict[str, str]:
     """The environment a `scorer` subprocess needs to use these settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SCORER_")}

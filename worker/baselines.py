@@ -16,36 +16,42 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import joblib
-from kafka.structs import OffsetAndMetadata
 
 from worker.kafka_io import build_consumer, build_producer
 from worker.settings import Settings, load_settings
+from worker.transport import Partition, scoring_consumer, scoring_producer
 
 
 def passthrough(settings: Settings, limit: int, stopping: threading.Event) -> None:
-    consumer = build_consumer(settings)
-    producer = build_producer(settings)
-    consumer.subscribe([settings.input_topic])
+    """Through the same transport the worker uses, so `kafka_client` picks the ceiling too."""
+    consumer = scoring_consumer(settings)
+    producer = scoring_producer(settings)
+    consumer.subscribe(settings.input_topic, _NoRebalanceWork())
     moved = 0
     while moved < limit and not stopping.is_set():
-        batches = consumer.poll(
-            timeout_ms=settings.poll_timeout_ms, max_records=settings.batch_max_records
-        )
-        if not batches:
+        records = consumer.poll_batch(settings.poll_timeout_ms, settings.batch_max_records)
+        if not records:
             continue
-        offsets = {}
-        for tp, records in batches.items():
-            for record in records:
-                producer.send(settings.output_topic, value=record.value, key=record.key)
-            offsets[tp] = OffsetAndMetadata(records[-1].offset + 1, "", -1)
-            moved += len(records)
-        producer.flush()
-        consumer.commit(offsets)
-    consumer.close(autocommit=False)
+        for record in records:
+            producer.send(settings.output_topic, record.value, record.key)
+        if producer.flush(settings.delivery_timeout_s):
+            raise SystemExit("passthrough: the broker did not acknowledge a batch")
+        consumer.commit({(r.topic, r.partition): r.offset + 1 for r in records})
+        moved += len(records)
+    consumer.close()
     producer.close()
+
+
+class _NoRebalanceWork:
+    def on_partitions_revoked(self, revoked: Sequence[Partition]) -> None:
+        pass
+
+    def on_partitions_assigned(self, assigned: Sequence[Partition]) -> None:
+        pass
 
 
 def tutorial(settings: Settings, limit: int, model_path: str, stopping: threading.Event) -> None:

@@ -69,6 +69,7 @@ class BenchOptions:
     duration_s: float = 20.0
     out_dir: Path = Path("bench-results")
     external: bool = False
+    client: str = "kafka-python"
 
 
 @dataclass
@@ -127,6 +128,7 @@ def bench_stack(settings: Settings, options: BenchOptions) -> Iterator[Bench]:
         env_name("redis_url"): settings.redis_url,
         env_name("log_format"): "json",
         env_name("batch_max_records"): str(options.batch_max_records),
+        env_name("kafka_client"): options.client,
         env_name("metrics_host"): LOOPBACK,
         **(
             {}

@@ -109,6 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--duration", type=float, default=20.0, help="seconds of offered load")
     bench.add_argument("--out", type=Path, default=Path("bench-results"))
     bench.add_argument(
+        "--client",
+        choices=["kafka-python", "confluent"],
+        default="kafka-python",
+        help="Kafka client of the worker and ceiling",
+    )
+    bench.add_argument(
         "--external",
         action="store_true",
         help="use SCORER_KAFKA_BOOTSTRAP and "
@@ -354,6 +360,7 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
         duration_s=args.duration,
         out_dir=args.out,
         external=args.external,
+        client=args.client,
     )
     if min(options.events, options.partitions, options.rounds, options.processes) < 1:
         raise ConfigError("--events, --partitions, --rounds and --processes must be >= 1")

@@ -30,6 +30,7 @@ class Reason:
     MISSING_FEATURE = "missing_feature"
     NON_NUMERIC_FEATURE = "non_numeric_feature"
     NON_FINITE_FEATURE = "non_finite_feature"
+    SCORING_FAILED = "scoring_failed"  # the model raised on this row (set by the loop)
 
 
 class EventRejected(Exception):

@@ -15,9 +15,6 @@ from typing import Any
 
 import numpy as np
 import structlog
-from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.errors import KafkaError
-from kafka.structs import OffsetAndMetadata
 
 from worker.errors import DeliveryFailed, ScorerError
 from worker.events import DecodedBatch, Reason, Reject, decode_batch, encode_predictions
@@ -25,24 +22,29 @@ from worker.metrics import WorkerMetrics
 from worker.models import LoadedModel
 from worker.retry import backoff_s
 from worker.settings import Settings
+from worker.transport import (
+    Headers,
+    Partition,
+    ScoringConsumer,
+    ScoringProducer,
+    TransportError,
+)
 
 log = structlog.get_logger(__name__)
 
-SCORING_FAILED = "scoring_failed"
 
-
-class PartitionTracker(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Records assignment changes. kafka-python swallows exceptions raised here, so this only
-    records state; it never raises."""
+class PartitionTracker:
+    """Records assignment changes. Both clients swallow or mangle exceptions raised in
+    rebalance callbacks, so this only records state; it never raises."""
 
     def __init__(self) -> None:
-        self.assigned: set[TopicPartition] = set()
+        self.assigned: set[Partition] = set()
 
-    def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
+    def on_partitions_revoked(self, revoked: Sequence[Partition]) -> None:
         self.assigned = self.assigned - set(revoked)  # a new set: other threads read it
         log.info("partitions.revoked", partitions=_names(revoked))
 
-    def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
+    def on_partitions_assigned(self, assigned: Sequence[Partition]) -> None:
         self.assigned = self.assigned | set(assigned)
         log.info("partitions.assigned", partitions=_names(assigned))
 
@@ -66,8 +68,8 @@ class ScoringLoop:
         self,
         settings: Settings,
         *,
-        consumer: KafkaConsumer,
-        producer_factory: Callable[[], KafkaProducer],
+        consumer: ScoringConsumer,
+        producer_factory: Callable[[], ScoringProducer],
         current_model: Callable[[], LoadedModel],
         stopping: threading.Event,
         metrics: WorkerMetrics,
@@ -83,11 +85,11 @@ class ScoringLoop:
         self._stats = BatchStats()
         self.events_scored = 0
         self.dead_lettered = 0
-        self.lag: dict[TopicPartition, int] = {}
+        self.lag: dict[Partition, int] = {}
         self.last_poll_at = time.monotonic()
 
     def run(self) -> None:
-        self._consumer.subscribe([self._settings.input_topic], listener=self.partitions)
+        self._consumer.subscribe(self._settings.input_topic, self.partitions)
         try:
             while not self._stopping.is_set():
                 records = self._poll()
@@ -100,11 +102,10 @@ class ScoringLoop:
 
     def _poll(self) -> list[Any]:
         try:
-            batches = self._consumer.poll(
-                timeout_ms=self._settings.poll_timeout_ms,
-                max_records=self._settings.batch_max_records,
+            records = self._consumer.poll_batch(
+                self._settings.poll_timeout_ms, self._settings.batch_max_records
             )
-        except KafkaError as exc:
+        except TransportError as exc:
             # kafka-python reconnects by itself; pause so an outage is not a busy loop.
             self._metrics.kafka_errors.labels("poll").inc()
             log.warning("poll.failed", error=str(exc))
@@ -112,11 +113,10 @@ class ScoringLoop:
             return []
         finally:
             self.last_poll_at = time.monotonic()
-        records = [record for records in batches.values() for record in records]
         if records:
             self._metrics.events_consumed.inc(len(records))
             self._metrics.batch_events.observe(len(records))
-        return records
+        return list(records)
 
     def _score_and_deliver(self, records: list[Any], model: LoadedModel) -> None:
         started = time.monotonic()
@@ -166,28 +166,23 @@ class ScoringLoop:
         3. commit, per partition, the offset after the batch's last record.
         """
         try:
-            futures = [
-                self._producer.send(
-                    self._settings.output_topic, value=value, key=records[index].key
-                )
-                for index, value in zip(batch.accepted, predictions, strict=True)
-            ]
-            futures += [
+            for index, value in zip(batch.accepted, predictions, strict=True):
+                self._producer.send(self._settings.output_topic, value, records[index].key)
+            for reject in batch.rejects:
+                record = records[reject.index]
                 self._producer.send(
                     self._settings.dlq_topic,
-                    value=self._dead_letter_value(records[r.index]),
-                    key=records[r.index].key,
-                    headers=dead_letter_headers(records[r.index], r, version),
+                    self._dead_letter_value(record),
+                    record.key,
+                    dead_letter_headers(record, reject, version),
                 )
-                for r in batch.rejects
-            ]
-            self._producer.flush(timeout=self._settings.delivery_timeout_s)
-        except KafkaError as exc:  # e.g. no metadata for a topic within max_block_ms
-            raise DeliveryFailed(f"produce did not complete: {type(exc).__name__}: {exc}") from None
-        failures = [f.exception for f in futures if not f.succeeded()]
+        except TransportError as exc:
+            raise DeliveryFailed(f"produce did not complete: {exc}") from None
+        failures = self._producer.flush(self._settings.delivery_timeout_s)
         if failures:
+            sent = len(batch.accepted) + len(batch.rejects)
             raise DeliveryFailed(
-                f"{len(failures)} of {len(futures)} records not acknowledged: {failures[0]}"
+                f"{len(failures)} of {sent} records not acknowledged: {failures[0]}"
             )
         self._commit(records)
 
@@ -196,8 +191,8 @@ class ScoringLoop:
         broker forgot never recovers); the retry starts from a fresh one. Whatever the old one
         still buffers is dropped: the retry sends the whole batch again."""
         try:
-            self._producer.close(timeout=0)
-        except KafkaError as exc:
+            self._producer.close()
+        except Exception as exc:  # a broken client may fail to close in any way
             log.warning("producer.close_failed", error=str(exc))
         try:
             self._producer = self._producer_factory()
@@ -212,12 +207,12 @@ class ScoringLoop:
 
     def _commit(self, records: list[Any]) -> None:
         offsets = {
-            TopicPartition(r.topic, r.partition): OffsetAndMetadata(r.offset + 1, "", -1)
+            (r.topic, r.partition): r.offset + 1
             for r in records  # records are in offset order per partition: the last one wins
         }
         try:
             self._consumer.commit(offsets)
-        except KafkaError as exc:
+        except TransportError as exc:
             self._metrics.kafka_errors.labels("commit").inc()
             # Delivered but not committed: a later commit covers it, or, after a rebalance,
             # the new owner scores these records again (at-least-once).
@@ -234,17 +229,15 @@ class ScoringLoop:
 
     def _note_lag(self, records: list[Any]) -> None:
         """Lag from the client's cached high watermark after each batch: no broker round trip."""
-        last: dict[TopicPartition, int] = {}
+        last: dict[Partition, int] = {}
         for record in records:
-            last[TopicPartition(record.topic, record.partition)] = record.offset
+            last[(record.topic, record.partition)] = record.offset
         for partition, offset in last.items():
             highwater = self._consumer.highwater(partition)
             if highwater is not None:
                 self.lag[partition] = max(0, highwater - offset - 1)
         assigned = self.partitions.assigned
-        self._metrics.set_lag(
-            {(tp.topic, tp.partition): lag for tp, lag in self.lag.items() if tp in assigned}
-        )
+        self._metrics.set_lag({tp: lag for tp, lag in self.lag.items() if tp in assigned})
 
     def _note_batch(self, scored: int, rejected: int, version: str, busy_s: float) -> None:
         stats = self._stats
@@ -274,9 +267,9 @@ class ScoringLoop:
         """Stop order: (batch already delivered and committed) → leave group → close producer."""
         self._log_stats()
         try:
-            self._consumer.close(autocommit=False)
+            self._consumer.close()
         finally:
-            self._producer.close(timeout=self._settings.delivery_timeout_s)
+            self._producer.close()
         log.info("loop.closed")
 
 
@@ -304,7 +297,7 @@ def score_isolating_failures(model: LoadedModel, batch: DecodedBatch) -> np.ndar
             batch.rejects.append(
                 Reject(
                     batch.accepted[row],
-                    SCORING_FAILED,
+                    Reason.SCORING_FAILED,
                     f"model {model.version} failed: {type(exc).__name__}: {exc}",
                 )
             )
@@ -312,8 +305,8 @@ def score_isolating_failures(model: LoadedModel, batch: DecodedBatch) -> np.ndar
     return np.array(scores, dtype=np.float64)
 
 
-def dead_letter_headers(record: Any, reject: Reject, version: str) -> list[tuple[str, bytes]]:
-    headers = [
+def dead_letter_headers(record: Any, reject: Reject, version: str) -> Headers:
+    headers: Headers = [
         ("error", reject.reason.encode()),
         ("error_detail", reject.detail.encode("utf-8", "replace")),
         ("source_topic", record.topic.encode()),
@@ -327,4 +320,4 @@ def dead_letter_headers(record: Any, reject: Reject, version: str) -> list[tuple
 
 
 def _names(partitions: Any) -> list[str]:
-    return sorted(f"{p.topic}[{p.partition}]" for p in partitions)
+    return sorted(f"{topic}[{partition}]" for topic, partition in partitions)

@@ -13,12 +13,13 @@ import structlog
 from worker.control import ModelReloader
 from worker.health import HealthServer, HealthSources, Readiness
 from worker.heartbeat import Heartbeat, workers_key_prefix
-from worker.kafka_io import build_consumer, build_producer, connect_redis, ensure_topics
+from worker.kafka_io import build_consumer, connect_redis, ensure_topics
 from worker.loop import ScoringLoop
 from worker.metrics import WorkerMetrics
 from worker.models import LoadedModel, ModelHolder
 from worker.registry import Registry
 from worker.settings import Settings
+from worker.transport import scoring_consumer, scoring_producer
 
 log = structlog.get_logger(__name__)
 
@@ -91,8 +92,8 @@ class Worker:
             return
         self.loop = ScoringLoop(
             self.settings,
-            consumer=build_consumer(self.settings),
-            producer_factory=lambda: build_producer(self.settings),
+            consumer=scoring_consumer(self.settings),
+            producer_factory=lambda: scoring_producer(self.settings),
             current_model=self._current_model,
             stopping=self._stopping,
             metrics=self.metrics,
@@ -165,7 +166,7 @@ class Worker:
             "pid": os.getpid(),
             "model_version": model.version if model else None,
             "sha256": model.sha256 if model else None,
-            "partitions": sorted(f"{tp.topic}[{tp.partition}]" for tp in loop.partitions.assigned)
+            "partitions": sorted(f"{topic}[{part}]" for topic, part in loop.partitions.assigned)
             if loop
             else [],
             "events_scored": loop.events_scored if loop else 0,

@@ -46,6 +46,7 @@ LogFormat = Literal["auto", "json", "console"]
 OffsetReset = Literal["earliest", "latest"]
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+KafkaClient = Literal["kafka-python", "confluent"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,7 @@ class Settings:
     """Every setting of a worker process; see config/worker.toml for each one's meaning."""
 
     kafka_bootstrap: str = "localhost:9092"
+    kafka_client: KafkaClient = "kafka-python"
     redis_url: str = field(default="redis://localhost:6379/0", repr=False)
     input_topic: str = "ad-click-features"
     output_topic: str = "ad-click-predictions"
@@ -166,6 +168,7 @@ _CHOICES = {
     "OffsetReset": OffsetReset,
     "SecurityProtocol": SecurityProtocol,
     "SaslMechanism": SaslMechanism,
+    "KafkaClient": KafkaClient,
 }
 
 

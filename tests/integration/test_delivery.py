@@ -20,6 +20,7 @@ pytestmark = pytest.mark.integration
 
 def test_two_workers_in_one_group_share_partitions_and_score_each_event_once(
     settings: Settings,
+    client_settings: Settings,
     publish: Any,
     logistic: Any,
     producer: KafkaProducer,
@@ -27,7 +28,7 @@ def test_two_workers_in_one_group_share_partitions_and_score_each_event_once(
     worker_factory: Any,
 ) -> None:
     publish(logistic, "v1")
-    first, second = worker_factory(settings), worker_factory(settings)
+    first, second = worker_factory(client_settings), worker_factory(client_settings)
     wait_until(
         lambda: (
             first.assigned()
@@ -48,6 +49,7 @@ def test_two_workers_in_one_group_share_partitions_and_score_each_event_once(
 
 def test_a_worker_killed_mid_stream_loses_nothing_once_another_takes_over(
     settings: Settings,
+    client_settings: Settings,
     publish: Any,
     logistic: Any,
     producer: KafkaProducer,
@@ -56,7 +58,7 @@ def test_a_worker_killed_mid_stream_loses_nothing_once_another_takes_over(
 ) -> None:
     publish(logistic, "v1")
     rows = feature_rows(6000, seed=3)
-    victim = process_factory(settings, "run")
+    victim = process_factory(client_settings, "run")
     ids = [f"e-{i}" for i in range(len(rows))]
 
     def stream() -> None:
@@ -75,7 +77,7 @@ def test_a_worker_killed_mid_stream_loses_nothing_once_another_takes_over(
     victim.send_signal(signal.SIGKILL)
     assert victim.wait(10) == -signal.SIGKILL
     sender.join()
-    process_factory(settings, "run")
+    process_factory(client_settings, "run")
     wait_until(
         lambda: reader.scored_ids() == set(ids),
         timeout=60,
@@ -85,6 +87,7 @@ def test_a_worker_killed_mid_stream_loses_nothing_once_another_takes_over(
 
 def test_sigterm_finishes_the_batch_commits_and_exits_zero(
     settings: Settings,
+    client_settings: Settings,
     publish: Any,
     logistic: Any,
     producer: KafkaProducer,
@@ -92,7 +95,7 @@ def test_sigterm_finishes_the_batch_commits_and_exits_zero(
     process_factory: Any,
 ) -> None:
     publish(logistic, "v1")
-    worker = process_factory(settings, "run")
+    worker = process_factory(client_settings, "run")
     futures = [
         producer.send(settings.input_topic, key=f"e-{i}".encode(), value=event_bytes(f"e-{i}", row))
         for i, row in enumerate(feature_rows(2000, seed=4))

@@ -27,6 +27,7 @@ pytestmark = pytest.mark.integration
 
 def test_control_message_swaps_mid_stream_and_every_event_is_scored_by_the_version_it_names(
     settings: Settings,
+    client_settings: Settings,
     publish: Any,
     logistic: Any,
     forest: Any,
@@ -34,7 +35,7 @@ def test_control_message_swaps_mid_stream_and_every_event_is_scored_by_the_versi
     reader: TopicReader,
     worker_factory: Any,
 ) -> None:
-    slow_poll = settings.replace(active_poll_s=120.0)  # only the control message can trigger
+    slow_poll = client_settings.replace(active_poll_s=120.0)  # only the control message can trigger
     publish(logistic, "v1")
     publish(forest, "v2", activate=False)
     worker = worker_factory(slow_poll)

@@ -19,6 +19,7 @@ pytestmark = pytest.mark.integration
 
 def test_predictions_equal_the_models_own_predict_proba(
     settings: Settings,
+    client_settings: Settings,
     publish: Any,
     logistic: Any,
     producer: KafkaProducer,
@@ -28,7 +29,7 @@ def test_predictions_equal_the_models_own_predict_proba(
     publish(logistic, "v1")
     rows = feature_rows(500, seed=7)
     ids = send_events(producer, settings.input_topic, rows)
-    worker_factory(settings)
+    worker_factory(client_settings)
     wait_until(lambda: reader.scored_ids() == set(ids), what="a prediction for every event")
 
     expected = dict(zip(ids, logistic.predict_proba(rows)[:, 1], strict=True))
@@ -43,6 +44,7 @@ def test_predictions_equal_the_models_own_predict_proba(
 
 def test_every_bad_event_is_dead_lettered_with_its_reason_and_the_rest_scored(
     settings: Settings,
+    client_settings: Settings,
     publish: Any,
     logistic: Any,
     producer: KafkaProducer,
@@ -73,7 +75,7 @@ def test_every_bad_event_is_dead_lettered_with_its_reason_and_the_rest_scored(
     }
     send_events(producer, settings.input_topic, feature_rows(20, seed=4), prefix="ok2")
     producer.flush()
-    worker = worker_factory(settings)
+    worker = worker_factory(client_settings)
 
     wait_until(
         lambda: len(reader.dead_letters) == len(bad) and len(reader.predictions) == 40,

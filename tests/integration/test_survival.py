@@ -131,12 +131,13 @@ def refusing_broker(tmp_path: Path) -> Iterator[str]:
 
 def test_predictions_the_broker_refuses_are_never_committed_and_nothing_is_lost(
     settings: Settings,
+    client_settings: Settings,
     publish: Any,
     logistic: Any,
     worker_factory: Any,
     refusing_broker: str,
 ) -> None:
-    refused = settings.replace(
+    refused = client_settings.replace(
         kafka_bootstrap=refusing_broker,
         output_topic="refused-predictions",
         delivery_timeout_s=2.0,

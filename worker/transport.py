@@ -1,0 +1,150 @@
+"""The scoring loop's view of Kafka: one small interface, two concrete clients.
+
+`kafka_client = "kafka-python"` (default, the project's chosen client) or `"confluent"`
+(librdkafka through confluent-kafka, an optional extra). Both give the loop the same
+semantics: batches of records, synchronous commits of explicit offsets, rebalance callbacks,
+and a producer whose `flush` reports every record that was not acknowledged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, NamedTuple, Protocol
+
+from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import KafkaError
+from kafka.structs import OffsetAndMetadata
+
+from worker.kafka_io import build_consumer, build_producer
+from worker.settings import Settings
+
+Partition = tuple[str, int]  # (topic, partition); kafka-python's TopicPartition is one too
+Headers = list[tuple[str, str | bytes | None]]
+
+
+class TransportError(Exception):
+    """A Kafka operation failed (either client); the loop treats it as transient."""
+
+
+class Record(NamedTuple):
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+class RebalanceCallbacks(Protocol):
+    def on_partitions_revoked(self, revoked: Sequence[Partition]) -> None: ...
+    def on_partitions_assigned(self, assigned: Sequence[Partition]) -> None: ...
+
+
+class ScoringConsumer(Protocol):
+    def subscribe(self, topic: str, callbacks: RebalanceCallbacks) -> None: ...
+    def poll_batch(self, timeout_ms: int, max_records: int) -> Sequence[Any]:
+        """Records with .topic .partition .offset .key .value, in offset order per partition."""
+        ...
+
+    def commit(self, next_offsets: dict[Partition, int]) -> None: ...
+    def highwater(self, partition: Partition) -> int | None: ...
+    def close(self) -> None: ...
+
+
+class ScoringProducer(Protocol):
+    def send(
+        self, topic: str, value: bytes | None, key: bytes | None, headers: Headers | None = None
+    ) -> None: ...
+    def flush(self, timeout_s: float) -> list[str]:
+        """Wait for every record sent since the last flush; describe each one that failed."""
+        ...
+
+    def close(self) -> None: ...
+
+
+# --- kafka-python -------------------------------------------------------------------------
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, callbacks: RebalanceCallbacks) -> None:
+        self._callbacks = callbacks
+
+    def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
+        self._callbacks.on_partitions_revoked(revoked)
+
+    def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
+        self._callbacks.on_partitions_assigned(assigned)
+
+
+class KafkaPythonConsumer:
+    def __init__(self, consumer: KafkaConsumer) -> None:
+        self._consumer = consumer
+
+    def subscribe(self, topic: str, callbacks: RebalanceCallbacks) -> None:
+        self._consumer.subscribe([topic], listener=_Listener(callbacks))
+
+    def poll_batch(self, timeout_ms: int, max_records: int) -> Sequence[Any]:
+        try:
+            batches = self._consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
+        except KafkaError as exc:
+            raise TransportError(str(exc)) from exc
+        return [record for records in batches.values() for record in records]
+
+    def commit(self, next_offsets: dict[Partition, int]) -> None:
+        offsets = {
+            TopicPartition(*tp): OffsetAndMetadata(offset, "", -1)
+            for tp, offset in next_offsets.items()
+        }
+        try:
+            self._consumer.commit(offsets)
+        except KafkaError as exc:
+            raise TransportError(str(exc)) from exc
+
+    def highwater(self, partition: Partition) -> int | None:
+        value = self._consumer.highwater(TopicPartition(*partition))
+        return int(value) if value is not None else None
+
+    def close(self) -> None:
+        self._consumer.close(autocommit=False)
+
+
+class KafkaPythonProducer:
+    def __init__(self, producer: KafkaProducer) -> None:
+        self._producer = producer
+        self._futures: list[Any] = []
+
+    def send(
+        self, topic: str, value: bytes | None, key: bytes | None, headers: Headers | None = None
+    ) -> None:
+        try:
+            self._futures.append(self._producer.send(topic, value=value, key=key, headers=headers))
+        except KafkaError as exc:  # e.g. no metadata for the topic within max_block_ms
+            raise TransportError(f"{type(exc).__name__}: {exc}") from exc
+
+    def flush(self, timeout_s: float) -> list[str]:
+        futures, self._futures = self._futures, []
+        try:
+            self._producer.flush(timeout=timeout_s)
+        except KafkaError as exc:
+            return [f"flush did not complete: {type(exc).__name__}: {exc}"]
+        return [str(f.exception) for f in futures if not f.succeeded()]
+
+    def close(self) -> None:
+        """Drop what is still buffered: called after a delivered batch, or to replace a failed
+        producer, whose batch is then sent again by a fresh one."""
+        self._producer.close(timeout=0)
+
+
+def scoring_consumer(settings: Settings) -> ScoringConsumer:
+    if settings.kafka_client == "confluent":
+        from worker.confluent_transport import ConfluentConsumer
+
+        return ConfluentConsumer(settings)
+    return KafkaPythonConsumer(build_consumer(settings))
+
+
+def scoring_producer(settings: Settings) -> ScoringProducer:
+    if settings.kafka_client == "confluent":
+        from worker.confluent_transport import ConfluentProducer
+
+        return ConfluentProducer(settings)
+    return KafkaPythonProducer(build_producer(settings))
