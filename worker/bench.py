@@ -288,18 +288,13 @@ class OutputCounter:
         self.count = 0
         self.first_ms = 2**63
         self.last_ms = 0
-        self.values: list[tuple[float, bytes]] = []
-        self.keep_values = False
 
     def poll(self) -> None:
-        now = time.time()
         for records in self._consumer.poll(timeout_ms=200).values():
             self.count += len(records)
             stamps = [r.timestamp for r in records]
             self.first_ms = min(self.first_ms, *stamps)
             self.last_ms = max(self.last_ms, *stamps)
-            if self.keep_values:
-                self.values += [(now, r.value) for r in records]
 
     def close(self) -> None:
         self._consumer.close()
