@@ -88,8 +88,18 @@ class ModelReloader:
             wait_ms = max(0.0, next_check - time.monotonic()) * 1000
             triggered = self._poll_control(int(min(wait_ms, 1000)))
             if triggered or time.monotonic() >= next_check:
-                self.check(forced=triggered)
+                self.check_safely(forced=triggered)
                 next_check = time.monotonic() + self._settings.active_poll_s
+
+    def check_safely(self, forced: bool) -> None:
+        """`check`, but an unexpected error is logged and kept rather than ending the thread:
+        a dead reloader would silently stop every later reload."""
+        try:
+            self.check(forced=forced)
+        except Exception as exc:
+            self.last_error = f"reload check crashed: {type(exc).__name__}: {exc}"
+            self._metrics.reloads.labels("failed").inc()
+            log.exception("reload.check_crashed")
 
     def _poll_control(self, timeout_ms: int) -> bool:
         try:
