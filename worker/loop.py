@@ -126,8 +126,9 @@ class ScoringLoop:
         scores = score_isolating_failures(model, batch)
         predictions = encode_predictions(batch, scores, model.version, time.time())
         scored = time.monotonic()
-        if self._deliver_with_retry(records, batch, predictions, model.version):
-            self._note_delivered(records, batch, model.version)
+        if not self._deliver_with_retry(records, batch, predictions, model.version):
+            return  # stopped before the batch landed: nothing of it counts as scored
+        self._note_delivered(records, batch, model.version)
         delivered = time.monotonic()
         self._metrics.batch_scoring.observe(scored - started)
         self._metrics.batch_delivery.observe(delivered - scored)
@@ -189,15 +190,18 @@ class ScoringLoop:
     def _replace_producer(self) -> None:
         """A producer that failed may be stuck for good (an idempotent producer whose id the
         broker forgot never recovers); the retry starts from a fresh one. Whatever the old one
-        still buffers is dropped: the retry sends the whole batch again."""
+        still buffers is dropped: the retry sends the whole batch again. If no new one can be
+        built yet (broker away), the old one stays, open, for the next attempt."""
         try:
-            self._producer.close()
+            fresh = self._producer_factory()
+        except ScorerError as exc:
+            log.warning("producer.rebuild_failed", error=str(exc))
+            return
+        stale, self._producer = self._producer, fresh
+        try:
+            stale.close()
         except Exception as exc:  # a broken client may fail to close in any way
             log.warning("producer.close_failed", error=str(exc))
-        try:
-            self._producer = self._producer_factory()
-        except ScorerError as exc:  # broker still away: keep the old one, retry later
-            log.warning("producer.rebuild_failed", error=str(exc))
 
     def _dead_letter_value(self, record: Any) -> bytes | None:
         """The original bytes; an oversize event is cut to the limit so the broker accepts it."""
