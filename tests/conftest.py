@@ -19,11 +19,11 @@ import joblib
 import orjson
 import pytest
 import redis
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaProducer
 
 from worker.artifacts import inspect_estimator
-from worker.demo import EMBEDDED_GROUP_TIMING
-from worker.kafka_io import client_options, connect_redis, ensure_topics
+from worker.kafka_io import client_options, connect_redis, ensure_topics, topic_reader
+from worker.processes import EMBEDDED_GROUP_TIMING
 from worker.registry import Registry
 from worker.service import Worker
 from worker.settings import Settings, env_name
@@ -110,7 +110,7 @@ def settings(broker: Broker, redis_server: RedisServer) -> Settings:
         delivery_timeout_s=10,
         delivery_retry_max_s=2,
         log_format="json",
-        **{name: int(value) for name, value in EMBEDDED_GROUP_TIMING.items()},  # type: ignore[arg-type]
+        **EMBEDDED_GROUP_TIMING,  # type: ignore[arg-type]
     )
 
 
@@ -214,14 +214,9 @@ class TopicReader:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        consumer = KafkaConsumer(**client_options(self._settings), fetch_max_wait_ms=100)
-        partitions = [
-            TopicPartition(topic, p)
-            for topic in (self._settings.output_topic, self._settings.dlq_topic)
-            for p in sorted(consumer.partitions_for_topic(topic) or {0})
-        ]
-        consumer.assign(partitions)
-        consumer.seek_to_beginning(*partitions)
+        consumer = topic_reader(
+            self._settings, [self._settings.output_topic, self._settings.dlq_topic]
+        )
         while not self._stop.is_set():
             for tp, records in consumer.poll(timeout_ms=100).items():
                 with self._lock:
@@ -272,7 +267,7 @@ class RunningWorker:
         model = self.worker.holder.current()
         return model.version if model else None
 
-    def assigned(self) -> set[TopicPartition]:
+    def assigned(self) -> set[tuple[str, int]]:
         return self.worker.loop.partitions.assigned if self.worker.loop else set()
 
     def stop(self) -> None:

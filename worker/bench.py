@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import platform
-import signal
 import statistics
 import subprocess
 import sys
@@ -36,23 +35,20 @@ from typing import Any
 import joblib
 import numpy as np
 import orjson
-import structlog
-from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 from tqdm import tqdm
 
 from worker.artifacts import inspect_estimator
-from worker.demo import EMBEDDED_GROUP_TIMING
 from worker.errors import ServiceUnavailable
-from worker.kafka_io import build_producer, client_options, connect_redis
+from worker.kafka_io import build_producer, client_options, connect_redis, topic_reader
 from worker.loadgen import generate
+from worker.processes import scorer_env, start_module, stop_process, wait_for
 from worker.registry import Registry
 from worker.settings import Settings, env_name
 from worker.stack import LOOPBACK, free_port, stack_down, stack_up
 from worker.synthetic import FEATURES, save_model
 from worker.worker_logs import activation_time, first_times
-
-log = structlog.get_logger(__name__)
 
 MODELS = ("logistic", "forest")
 
@@ -104,13 +100,7 @@ class Bench:
         return env
 
     def start(self, args: list[str], log_name: str, **overrides: object) -> subprocess.Popen[bytes]:
-        with (self.work_dir / log_name).open("wb") as log_file:
-            return subprocess.Popen(
-                [sys.executable, "-m", *args],
-                env=self.process_env(**overrides),
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-            )
+        return start_module(args, self.process_env(**overrides), self.work_dir / log_name)
 
 
 @contextmanager
@@ -122,20 +112,15 @@ def bench_stack(settings: Settings, options: BenchOptions) -> Iterator[Bench]:
         settings = settings.replace(
             kafka_bootstrap=state.kafka_bootstrap, redis_url=state.redis_url
         )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SCORER_")}
-    env |= {
-        env_name("kafka_bootstrap"): settings.kafka_bootstrap,
-        env_name("redis_url"): settings.redis_url,
-        env_name("log_format"): "json",
-        env_name("batch_max_records"): str(options.batch_max_records),
-        env_name("kafka_client"): options.client,
-        env_name("metrics_host"): LOOPBACK,
-        **(
-            {}
-            if options.external
-            else {env_name(name): value for name, value in EMBEDDED_GROUP_TIMING.items()}
-        ),
-    }
+    env = scorer_env(
+        embedded=not options.external,
+        kafka_bootstrap=settings.kafka_bootstrap,
+        redis_url=settings.redis_url,
+        log_format="json",
+        batch_max_records=options.batch_max_records,
+        kafka_client=options.client,
+        metrics_host=LOOPBACK,
+    )
     bench = Bench(settings, options, work_dir, env=env)
     try:
         _publish_models(bench)
@@ -264,7 +249,7 @@ def _measure(
                 )
         peak_rss = max(peak_rss, tree_peak_rss_mb(process.pid))
     finally:
-        _stop(process)
+        stop_process(process)
         counter.close()
     seconds = max(1e-3, (counter.last_ms - counter.first_ms) / 1000)
     return RunResult(name, (counter.count - 1) / seconds, peak_rss)
@@ -274,17 +259,7 @@ class OutputCounter:
     """Reads an output topic from the beginning; keeps the count and the timestamp range."""
 
     def __init__(self, settings: Settings, topic: str) -> None:
-        self._consumer = KafkaConsumer(
-            **client_options(settings),
-            fetch_max_wait_ms=100,
-            max_partition_fetch_bytes=8 * 1024 * 1024,
-        )
-        partitions = [
-            TopicPartition(topic, p)
-            for p in sorted(self._consumer.partitions_for_topic(topic) or {0})
-        ]
-        self._consumer.assign(partitions)
-        self._consumer.seek_to_beginning(*partitions)
+        self._consumer = topic_reader(settings, [topic], max_partition_fetch_bytes=8 * 1024 * 1024)
         self.count = 0
         self.first_ms = 2**63
         self.last_ms = 0
@@ -298,16 +273,6 @@ class OutputCounter:
 
     def close(self) -> None:
         self._consumer.close()
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def _descendants(pid: int) -> list[int]:
@@ -389,9 +354,9 @@ def run_latency(bench: Bench, rate: float) -> dict[str, Any]:
         with broker_only.running(), predictions.running():
             _offer_load(bench, input_topic, rate, bench.options.duration_s)
             expected = int(rate * bench.options.duration_s)
-            _wait_for(lambda: predictions.count >= expected * 0.999, 60, "predictions")
+            wait_for(lambda: predictions.count >= expected * 0.999, 60, "predictions")
     finally:
-        _stop(worker)
+        stop_process(worker)
     worker_ms, broker_ms = predictions.percentiles(), broker_only.percentiles()
     return {
         "offered_rate": rate,
@@ -433,15 +398,7 @@ class ArrivalTimer:
             self._thread.join(10)
 
     def _run(self) -> None:
-        consumer = KafkaConsumer(**client_options(self._settings), fetch_max_wait_ms=100)
-        partitions = [
-            TopicPartition(self._topic, p)
-            for p in sorted(consumer.partitions_for_topic(self._topic) or {0})
-        ]
-        consumer.assign(partitions)
-        consumer.seek_to_end(*partitions)
-        for partition in partitions:
-            consumer.position(partition)
+        consumer = topic_reader(self._settings, [self._topic], from_end=True)
         self._ready.set()
         while not self._stop.is_set():
             for records in consumer.poll(timeout_ms=100).values():
@@ -491,15 +448,7 @@ def _wait_ready(port: int, timeout_s: float = 60) -> None:
         except OSError:
             return False
 
-    _wait_for(ready, timeout_s, "the worker to be ready")
-
-
-def _wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise ServiceUnavailable(f"bench: timed out waiting for {what}")
-        time.sleep(0.1)
+    wait_for(ready, timeout_s, "the worker to be ready")
 
 
 # --- hot swap ----------------------------------------------------------------------------
@@ -522,8 +471,8 @@ def run_swap(bench: Bench, rate: float) -> dict[str, Any]:
     ports = [free_port() for _ in range(2)]
     logs = [bench.work_dir / f"swap-worker-{i}-{output}.log" for i in range(2)]
     workers = [
-        bench.start(["worker", "run"], log.name, metrics_port=port, **overrides)
-        for port, log in zip(ports, logs, strict=True)
+        bench.start(["worker", "run"], path.name, metrics_port=port, **overrides)
+        for port, path in zip(ports, logs, strict=True)
     ]
     predictions = ArrivalTimer(bench.settings, output, "event_ts", keep=True)
     seconds = max(bench.options.duration_s, 30.0)
@@ -545,10 +494,10 @@ def run_swap(bench: Bench, rate: float) -> dict[str, Any]:
             polled_at = time.time()
             registry.activate("logistic")  # a hand-set key: no control message
             load.join()
-            _wait_for(lambda: predictions.count >= int(rate * seconds) * 0.999, 60, "predictions")
+            wait_for(lambda: predictions.count >= int(rate * seconds) * 0.999, 60, "predictions")
     finally:
         for worker in workers:
-            _stop(worker)
+            stop_process(worker)
     control_at = activation_time(logs, since=command_at, fallback=command_at)
     return {
         "offered_rate": rate,

@@ -7,35 +7,26 @@ prediction and dead-letter → report → stop everything it started.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
-from kafka import KafkaConsumer, TopicPartition
 
 from worker.errors import ServiceUnavailable
-from worker.kafka_io import client_options
+from worker.kafka_io import topic_reader
+from worker.processes import scorer_env, start_module, stop_process, wait_for
 from worker.settings import Settings, env_name
 from worker.stack import LOOPBACK, free_port, stack_down, stack_up
 from worker.synthetic import FEATURES, save_model
 from worker.worker_logs import ANY, activation_time, first_times
 
-# Consumer-group timing for the embedded broker (its group join takes about half the
-# session timeout); production keeps the configurable defaults.
-EMBEDDED_GROUP_TIMING = {
-    "session_timeout_ms": "6000",
-    "heartbeat_interval_ms": "1000",
-    "max_poll_interval_ms": "10000",
-}
 N_WORKERS = 2
 
 
@@ -58,20 +49,15 @@ def run_demo(settings: Settings, events: int, rate: float) -> int:
     state_dir = Path(tempfile.mkdtemp(prefix="scorer-demo-"))
     say(f"starting the embedded stack (state and logs in {state_dir})")
     stack = stack_up(state_dir)
-    env = {
-        **os.environ,
-        env_name("kafka_bootstrap"): stack.kafka_bootstrap,
-        env_name("redis_url"): stack.redis_url,
-        env_name("log_format"): "json",
-        **{env_name(name): value for name, value in EMBEDDED_GROUP_TIMING.items()},
-    }
-    env.pop("SCORER_CONFIG", None)
-    demo_settings = settings.replace(kafka_bootstrap=stack.kafka_bootstrap)
+    env = scorer_env(
+        kafka_bootstrap=stack.kafka_bootstrap, redis_url=stack.redis_url, log_format="json"
+    )
+    demo_settings = Settings(kafka_bootstrap=stack.kafka_bootstrap, redis_url=stack.redis_url)
     workers: list[subprocess.Popen[bytes]] = []
     try:
         _publish_models(state_dir, env)
         workers = [_start_worker(state_dir, env, i) for i in range(N_WORKERS)]
-        _wait_for(
+        wait_for(
             lambda: (
                 len(first_times(_logs(state_dir), "partitions.assigned", partitions=ANY))
                 == N_WORKERS
@@ -84,10 +70,7 @@ def run_demo(settings: Settings, events: int, rate: float) -> int:
         )
     finally:
         for worker in workers:
-            if worker.poll() is None:
-                worker.terminate()
-        for worker in workers:
-            _wait_or_kill(worker)
+            stop_process(worker)
         stack_down(state_dir)
         say("stack stopped")
 
@@ -144,18 +127,10 @@ def _publish_models(state_dir: Path, env: dict[str, str]) -> None:
 
 def _start_worker(state_dir: Path, env: dict[str, str], index: int) -> subprocess.Popen[bytes]:
     port = free_port()
-    say(
-        f"$ scorer run   # worker {index}: http://{LOOPBACK}:{port}/metrics, "
-        f"log in {state_dir}/worker-{index}.log"
-    )
+    log_path = state_dir / f"worker-{index}.log"
+    say(f"$ scorer run   # worker {index}: http://{LOOPBACK}:{port}/metrics, log in {log_path}")
     worker_env = env | {env_name("metrics_port"): str(port), env_name("metrics_host"): LOOPBACK}
-    with (state_dir / f"worker-{index}.log").open("wb") as log_file:
-        return subprocess.Popen(
-            [sys.executable, "-m", "worker", "run"],
-            env=worker_env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
+    return start_module(["worker", "run"], worker_env, log_path)
 
 
 def _stream_and_report(
@@ -191,36 +166,25 @@ def _stream_and_report(
         text=True,
     )
     say(f"$ scorer loadgen --count {events} --rate {rate:g} --bad-fraction 0.01")
-    _wait_for(
+    wait_for(
         lambda: collected.seen >= events // 3, events / rate + 60, "a third of the events back"
     )
     activated_at = time.time()
     scorer(env, "model", "activate", "v2")
     sent = orjson.loads(loadgen.communicate(timeout=events / rate * 3 + 60)[0].splitlines()[-1])
     try:
-        _wait_for(lambda: collected.seen >= sent["sent"], 60, "every event back")
+        wait_for(lambda: collected.seen >= sent["sent"], 60, "every event back")
     except ServiceUnavailable as exc:
         say(str(exc))  # the report names what is missing
     time.sleep(1.0)  # let any duplicate deliveries arrive too, so the report counts them
     stop_collecting.set()
     collector.join()
-    for worker in workers:
-        worker.terminate()
-    exit_codes = [_wait_or_kill(worker) for worker in workers]
+    exit_codes = [stop_process(worker) for worker in workers]
     return _report(state_dir, sent, collected, activated_at, exit_codes)
 
 
 def _collect(settings: Settings, collected: Collected, stop: threading.Event) -> None:
-    consumer = KafkaConsumer(
-        **client_options(settings), enable_auto_commit=False, fetch_max_wait_ms=100
-    )
-    partitions = [
-        TopicPartition(topic, p)
-        for topic in (settings.output_topic, settings.dlq_topic)
-        for p in sorted(consumer.partitions_for_topic(topic) or {0})
-    ]
-    consumer.assign(partitions)
-    consumer.seek_to_beginning(*partitions)
+    consumer = topic_reader(settings, [settings.output_topic, settings.dlq_topic])
     while not stop.is_set():
         for tp, records in consumer.poll(timeout_ms=200).items():
             for record in records:
@@ -292,19 +256,3 @@ def _report(
 
 def _logs(state_dir: Path) -> list[Path]:
     return sorted(state_dir.glob("worker-*.log"))
-
-
-def _wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise ServiceUnavailable(f"demo: timed out after {timeout_s:g}s waiting for {what}")
-        time.sleep(0.1)
-
-
-def _wait_or_kill(process: subprocess.Popen[bytes], timeout_s: float = 30) -> int:
-    try:
-        return process.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        return process.wait()

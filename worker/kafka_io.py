@@ -7,7 +7,7 @@ from typing import Any, TypeVar
 
 import redis
 import structlog
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
 
@@ -151,3 +151,26 @@ def connect_redis(settings: Settings) -> redis.Redis:
         ping, (redis.ConnectionError, redis.TimeoutError), settings.startup_timeout_s, where
     )
     return client
+
+
+def topic_reader(
+    settings: Settings, topics: list[str], from_end: bool = False, **options: Any
+) -> KafkaConsumer:
+    """A consumer outside any group holding every partition of `topics`, positioned at the
+    beginning (or the end): for tools that read whole topics, not for scoring."""
+    consumer = _connect(
+        KafkaConsumer, settings, enable_auto_commit=False, fetch_max_wait_ms=100, **options
+    )
+    partitions = [
+        TopicPartition(topic, p)
+        for topic in topics
+        for p in sorted(consumer.partitions_for_topic(topic) or {0})
+    ]
+    consumer.assign(partitions)
+    if from_end:
+        consumer.seek_to_end(*partitions)
+        for partition in partitions:
+            consumer.position(partition)  # resolve now, before anything is produced
+    else:
+        consumer.seek_to_beginning(*partitions)
+    return consumer
