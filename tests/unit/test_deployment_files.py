@@ -93,3 +93,9 @@ def test_dockerfile_is_slim_non_root_and_health_checked() -> None:
     user = re.search(r"^USER (\S+)", dockerfile, re.MULTILINE)
     assert user and user.group(1) not in ("root", "0")
     assert "HEALTHCHECK" in dockerfile and "/healthz" in dockerfile
+
+
+def test_the_readme_documents_every_setting() -> None:
+    readme = (REPO / "README.md").read_text()
+    missing = [n for n in setting_names() if f"{ENV_PREFIX}{n.upper()}" not in readme]
+    assert missing == []

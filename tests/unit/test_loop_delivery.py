@@ -15,7 +15,7 @@ from worker.loop import ScoringLoop
 from worker.metrics import WorkerMetrics
 from worker.models import LoadedModel
 from worker.settings import Settings
-from worker.transport import Headers, Partition, RebalanceCallbacks, Record
+from worker.transport import Headers, Partition, RebalanceCallbacks, Record, TransportError
 
 EVENT = orjson.dumps({"event_id": "e-1", "features": {"f0": 1.0}})
 
@@ -60,14 +60,19 @@ def model() -> LoadedModel:
     return LoadedModel("v1", "sha", ("f0",), "regressor", lambda m: np.zeros(len(m)))
 
 
-def loop_with(consumer: OneBatchConsumer, factory: Any, stopping: threading.Event) -> ScoringLoop:
+def loop_with(
+    consumer: OneBatchConsumer,
+    factory: Any,
+    stopping: threading.Event,
+    metrics: WorkerMetrics | None = None,
+) -> ScoringLoop:
     return ScoringLoop(
         Settings(delivery_retry_max_s=0.01),
         consumer=consumer,
         producer_factory=factory,
         current_model=model,
         stopping=stopping,
-        metrics=WorkerMetrics(),
+        metrics=metrics or WorkerMetrics(),
     )
 
 
@@ -107,3 +112,40 @@ def test_a_rebuilt_producer_replaces_the_failed_one_which_is_closed() -> None:
     loop_with(consumer, factory, stopping).run()
     assert [p.closed for p in built] == [True, True, True]  # last one closed by the stop
     assert consumer.commits == []
+
+
+class AckingProducer(RefusingProducer):
+    def flush(self, timeout_s: float) -> list[str]:
+        return []
+
+
+class FlakyConsumer(OneBatchConsumer):
+    """The first poll and every commit fail; the loop must count, log and go on."""
+
+    def __init__(self, stopping: threading.Event) -> None:
+        super().__init__()
+        self._stopping = stopping
+        self.polls = 0
+
+    def poll_batch(self, timeout_ms: int, max_records: int) -> Sequence[Any]:
+        self.polls += 1
+        if self.polls == 1:
+            raise TransportError("fetch failed")
+        if self.polls == 3:
+            self._stopping.set()
+        return super().poll_batch(timeout_ms, max_records)
+
+    def commit(self, next_offsets: dict[Partition, int]) -> None:
+        raise TransportError("not the coordinator")
+
+
+def test_poll_and_commit_failures_are_counted_and_the_loop_goes_on() -> None:
+    stopping = threading.Event()
+    consumer = FlakyConsumer(stopping)
+    metrics = WorkerMetrics()
+    loop = loop_with(consumer, AckingProducer, stopping, metrics)
+    loop.run()
+    registry = metrics.registry
+    assert registry.get_sample_value("scorer_kafka_errors_total", {"operation": "poll"}) == 1
+    assert registry.get_sample_value("scorer_kafka_errors_total", {"operation": "commit"}) == 2
+    assert loop.events_scored == 2  # delivered, though not committed: at-least-once
