@@ -185,7 +185,7 @@ class ScoringLoop:
             raise DeliveryFailed(
                 f"{len(failures)} of {sent} records not acknowledged: {failures[0]}"
             )
-        self._commit(records)
+        self._commit(next_offsets(records))
 
     def _replace_producer(self) -> None:
         """A producer that failed may be stuck for good (an idempotent producer whose id the
@@ -209,11 +209,7 @@ class ScoringLoop:
         limit = self._settings.max_event_bytes
         return value[:limit] if value is not None and len(value) > limit else value
 
-    def _commit(self, records: list[Any]) -> None:
-        offsets = {
-            (r.topic, r.partition): r.offset + 1
-            for r in records  # records are in offset order per partition: the last one wins
-        }
+    def _commit(self, offsets: dict[Partition, int]) -> None:
         try:
             self._consumer.commit(offsets)
         except TransportError as exc:
@@ -229,17 +225,14 @@ class ScoringLoop:
             metrics.dead_letters.labels(reject.reason).inc()
         metrics.observe_latencies(batch.event_ts, time.time())
         self.dead_lettered += len(batch.rejects)
-        self._note_lag(records)
+        self._note_lag(next_offsets(records))
 
-    def _note_lag(self, records: list[Any]) -> None:
+    def _note_lag(self, offsets: dict[Partition, int]) -> None:
         """Lag from the client's cached high watermark after each batch: no broker round trip."""
-        last: dict[Partition, int] = {}
-        for record in records:
-            last[(record.topic, record.partition)] = record.offset
-        for partition, offset in last.items():
+        for partition, offset in offsets.items():
             highwater = self._consumer.highwater(partition)
             if highwater is not None:
-                self.lag[partition] = max(0, highwater - offset - 1)
+                self.lag[partition] = max(0, highwater - offset)
         assigned = self.partitions.assigned
         self._metrics.set_lag({tp: lag for tp, lag in self.lag.items() if tp in assigned})
 
@@ -307,6 +300,12 @@ def score_isolating_failures(model: LoadedModel, batch: DecodedBatch) -> np.ndar
             )
     batch.keep_rows(keep)
     return np.array(scores, dtype=np.float64)
+
+
+def next_offsets(records: list[Any]) -> dict[Partition, int]:
+    """Per partition, the offset after the batch's last record (records are in offset order
+    per partition, so the last one wins)."""
+    return {(r.topic, r.partition): r.offset + 1 for r in records}
 
 
 def dead_letter_headers(record: Any, reject: Reject, version: str) -> Headers:

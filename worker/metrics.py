@@ -5,8 +5,9 @@ Names follow Prometheus conventions: counters end in `_total`, durations in `_se
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 from prometheus_client import (
@@ -16,6 +17,9 @@ from prometheus_client import (
     Histogram,
     disable_created_metrics,
 )
+from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 # `*_created` series double the scrape and no dashboard of ours reads them.
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -62,12 +66,12 @@ class WorkerMetrics:
             buckets=_BATCH_BUCKETS_S,
             registry=r,
         )
-        self.end_to_end = Histogram(
+        self.end_to_end = BatchHistogram(
             "scorer_end_to_end_latency_seconds",
             "Event ts to the broker's acknowledgement of its prediction",
             buckets=_LATENCY_BUCKETS_S,
-            registry=r,
         )
+        r.register(self.end_to_end)
         self.model_info = Gauge(
             "scorer_model_info", "The loaded model (value 1)", ["version", "sha256"], registry=r
         )
@@ -112,10 +116,52 @@ class WorkerMetrics:
     def observe_latencies(self, event_ts: Iterable[float | None], acked_at: float) -> None:
         """One observation per event with a timestamp."""
         stamps = np.array([ts for ts in event_ts if ts is not None], dtype=np.float64)
-        for latency in (acked_at - stamps).tolist():
-            self.end_to_end.observe(latency)
+        self.end_to_end.observe_all(acked_at - stamps)
 
     def set_lag(self, lags: dict[tuple[str, int], int]) -> None:
         self.consumer_lag.clear()
         for (topic, partition), lag in lags.items():
             self.consumer_lag.labels(topic, str(partition)).set(lag)
+
+
+class BatchHistogram(Collector):
+    """A Prometheus histogram that takes a whole batch of observations in one numpy call.
+
+    prometheus_client's `Histogram.observe` costs about 0.6 µs per call, more than the rest of
+    an event's scoring; this exposes the same series (`_bucket`, `_count`, `_sum`).
+    """
+
+    def __init__(self, name: str, documentation: str, buckets: Sequence[float]) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._bounds = np.array([*buckets, float("inf")], dtype=np.float64)
+        self._counts = np.zeros(len(self._bounds), dtype=np.int64)
+        self._sum = 0.0
+        self._lock = threading.Lock()  # scrapes come from the HTTP server's thread
+
+    def observe_all(self, values: np.ndarray) -> None:
+        if not len(values):
+            return
+        # side="left": the first bound >= value, as Prometheus buckets are `le` (≤) bounds
+        # (a NaN sorts past every bound: it lands in +Inf)
+        slots = np.minimum(
+            np.searchsorted(self._bounds, values, side="left"), len(self._bounds) - 1
+        )
+        counts = np.bincount(slots, minlength=len(self._bounds))
+        with self._lock:
+            self._counts += counts
+            self._sum += float(values.sum())
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        with self._lock:
+            cumulative = np.cumsum(self._counts).tolist()
+            total = self._sum
+        yield HistogramMetricFamily(
+            self._name,
+            self._documentation,
+            buckets=[
+                (floatToGoString(bound), count)  # type: ignore[no-untyped-call]
+                for bound, count in zip(self._bounds.tolist(), cumulative, strict=True)
+            ],
+            sum_value=total,
+        )

@@ -11,7 +11,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from worker.events import Reason, decode_batch, encode_predictions
+from worker.events import (
+    EventRejected,
+    Reason,
+    decode_batch,
+    decode_event,
+    encode_predictions,
+)
 
 FEATURES = ("f0", "f1", "f2")
 LIMIT = 10_000
@@ -175,3 +181,72 @@ def test_valid_features_round_trip_exactly(rows: list[dict[str, float]]) -> None
     assert batch.rejects == []
     expected = [[float(row[name]) for name in FEATURES] for row in rows]
     assert batch.matrix.tolist() == expected
+
+
+numbers = st.floats(allow_nan=False, allow_infinity=False) | st.integers(-(2**63), 2**64 - 1)
+near_valid = st.fixed_dictionaries(
+    {
+        "event_id": st.text(max_size=3) | st.integers() | json_values,
+        "features": st.fixed_dictionaries({name: numbers | json_values for name in FEATURES}),
+    },
+    optional={"ts": st.none() | numbers | st.booleans() | st.text(max_size=2)},
+).map(lambda v: json.dumps(v).encode())
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(near_valid | hostile, max_size=12))
+def test_batch_decoding_agrees_with_decoding_each_event_alone(values: list[bytes]) -> None:
+    """The batch fast path is an optimisation only: same rows, ids, stamps and reasons as the
+    exact one-event-at-a-time path."""
+    batch = decode_batch(values, FEATURES, LIMIT)
+    accepted, rows, reasons = [], [], {}
+    for index, value in enumerate(values):
+        try:
+            event_id, ts, row = decode_event(value, FEATURES, LIMIT)
+        except EventRejected as rejected:
+            reasons[index] = rejected.reason
+            continue
+        if all(math.isfinite(v) for v in row):
+            accepted.append((index, event_id, ts))
+            rows.append([float(v) for v in row])
+        else:
+            reasons[index] = Reason.NON_FINITE_FEATURE
+    assert list(zip(batch.accepted, batch.event_ids, batch.event_ts, strict=True)) == accepted
+    assert batch.matrix.tolist() == rows
+    assert {r.index: r.reason for r in batch.rejects} == reasons
+    assert [r.index for r in batch.rejects] == sorted(reasons)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.text() | st.integers(-(2**63), 2**64 - 1),
+            st.none() | st.floats(allow_nan=False, allow_infinity=False),
+            st.floats(),
+        ),
+        max_size=10,
+    ),
+    st.text(min_size=1),
+    st.floats(allow_nan=False, allow_infinity=False),
+)
+def test_predictions_are_byte_for_byte_the_orjson_of_the_record(
+    events: list[tuple[str | int, float | None, float]], version: str, scored_at: float
+) -> None:
+    batch = decode_batch([], FEATURES, LIMIT)
+    batch.event_ids = [event_id for event_id, _, _ in events]
+    batch.event_ts = [ts for _, ts, _ in events]
+    scores = np.array([score for _, _, score in events], dtype=np.float64)
+    expected = [
+        orjson.dumps(
+            {
+                "event_id": event_id,
+                "model_version": version,
+                "score": score,
+                "event_ts": ts,
+                "scored_at": scored_at,
+            }
+        )
+        for event_id, ts, score in events
+    ]
+    assert encode_predictions(batch, scores, version, scored_at) == expected
