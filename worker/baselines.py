@@ -21,6 +21,7 @@ from typing import Any
 
 import joblib
 
+from worker.heap import settle_heap
 from worker.kafka_io import build_consumer, build_producer
 from worker.settings import Settings, load_settings
 from worker.transport import Partition, scoring_consumer, scoring_producer
@@ -31,6 +32,7 @@ def passthrough(settings: Settings, limit: int, stopping: threading.Event) -> No
     consumer = scoring_consumer(settings)
     producer = scoring_producer(settings)
     consumer.subscribe(settings.input_topic, _NoRebalanceWork())
+    settle_heap()  # as the worker does, so the ratio compares the scoring work alone
     moved = 0
     while moved < limit and not stopping.is_set():
         records = consumer.poll_batch(settings.poll_timeout_ms, settings.batch_max_records)

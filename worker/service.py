@@ -12,6 +12,7 @@ import structlog
 
 from worker.control import ModelReloader
 from worker.health import HealthServer, HealthSources, Readiness
+from worker.heap import settle_heap
 from worker.heartbeat import Heartbeat, workers_key_prefix
 from worker.kafka_io import build_consumer, connect_redis, ensure_topics
 from worker.loop import ScoringLoop
@@ -90,6 +91,7 @@ class Worker:
     def _consume(self) -> None:
         if self._wait_for_model() is None:
             return
+        settle_heap()  # imports and the first model are loaded: keep them out of collections
         self.loop = ScoringLoop(
             self.settings,
             consumer=scoring_consumer(self.settings),
