@@ -126,16 +126,22 @@ class ScoringLoop:
         scores = score_isolating_failures(model, batch)
         predictions = encode_predictions(batch, scores, model.version, time.time())
         scored = time.monotonic()
-        if not self._deliver_with_retry(records, batch, predictions, model.version):
+        offsets = next_offsets(records)
+        if not self._deliver_with_retry(records, batch, predictions, model.version, offsets):
             return  # stopped before the batch landed: nothing of it counts as scored
-        self._note_delivered(records, batch, model.version)
+        self._note_delivered(batch, model.version, offsets)
         delivered = time.monotonic()
         self._metrics.batch_scoring.observe(scored - started)
         self._metrics.batch_delivery.observe(delivered - scored)
         self._note_batch(len(predictions), len(batch.rejects), model.version, delivered - started)
 
     def _deliver_with_retry(
-        self, records: list[Any], batch: DecodedBatch, predictions: list[bytes], version: str
+        self,
+        records: list[Any],
+        batch: DecodedBatch,
+        predictions: list[bytes],
+        version: str,
+        offsets: dict[Partition, int],
     ) -> bool:
         """Retry a failed delivery with backoff until it lands or the worker is stopped.
 
@@ -145,7 +151,8 @@ class ScoringLoop:
         attempt = 0
         while True:
             try:
-                self._deliver_and_commit(records, batch, predictions, version)
+                self._deliver(records, batch, predictions, version)
+                self._commit(offsets)
                 return True
             except DeliveryFailed as exc:
                 self._metrics.kafka_errors.labels("produce").inc()
@@ -157,14 +164,14 @@ class ScoringLoop:
                     return False  # stopping: leave the batch uncommitted for the next owner
                 attempt += 1
 
-    def _deliver_and_commit(
+    def _deliver(
         self, records: list[Any], batch: DecodedBatch, predictions: list[bytes], version: str
     ) -> None:
         """The delivery protocol, in this order only:
 
         1. produce every prediction (same key as its event) and every dead-letter record;
         2. flush, then check every acknowledgement: any failure raises DeliveryFailed;
-        3. commit, per partition, the offset after the batch's last record.
+        3. then (the caller) commit, per partition, the offset after the batch's last record.
         """
         try:
             for index, value in zip(batch.accepted, predictions, strict=True):
@@ -185,7 +192,6 @@ class ScoringLoop:
             raise DeliveryFailed(
                 f"{len(failures)} of {sent} records not acknowledged: {failures[0]}"
             )
-        self._commit(next_offsets(records))
 
     def _replace_producer(self) -> None:
         """A producer that failed may be stuck for good (an idempotent producer whose id the
@@ -218,14 +224,16 @@ class ScoringLoop:
             # the new owner scores these records again (at-least-once).
             log.warning("commit.failed", error=str(exc), partitions=_names(offsets))
 
-    def _note_delivered(self, records: list[Any], batch: DecodedBatch, version: str) -> None:
+    def _note_delivered(
+        self, batch: DecodedBatch, version: str, offsets: dict[Partition, int]
+    ) -> None:
         metrics = self._metrics
         metrics.predictions.labels(version).inc(len(batch.accepted))
         for reject in batch.rejects:
             metrics.dead_letters.labels(reject.reason).inc()
         metrics.observe_latencies(batch.event_ts, time.time())
         self.dead_lettered += len(batch.rejects)
-        self._note_lag(next_offsets(records))
+        self._note_lag(offsets)
 
     def _note_lag(self, offsets: dict[Partition, int]) -> None:
         """Lag from the client's cached high watermark after each batch: no broker round trip."""

@@ -38,6 +38,24 @@ def test_bench_measures_every_variant_and_writes_json_and_chart(tmp_path: Path) 
     assert "x ceiling" in done.stdout
 
 
+def test_bench_latency_mode_reports_both_paths_over_its_rounds(tmp_path: Path) -> None:
+    done = run_scorer(
+        None,
+        *("bench", "--mode", "latency", "--rate", "300", "--duration", "3", "--rounds", "2"),
+        *("--out", str(tmp_path)),
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    latency = orjson.loads((tmp_path / "bench.json").read_bytes())["latency"]
+    assert latency["offered_rate"] == 300 and latency["rounds"] == 2
+    assert len(latency["added_p99_ms_each"]) == 2
+    for path in ("broker_only_ms", "worker_ms"):
+        assert 0 < latency[path]["p50"] <= latency[path]["p95"] <= latency[path]["p99"]
+    # a prediction crosses the broker after its event did: it cannot arrive sooner
+    assert latency["worker_ms"]["p50"] > latency["broker_only_ms"]["p50"]
+    assert len(latency["worker_cdf_ms"]) == 101
+
+
 def children_of(pid: int) -> list[int]:
     found = []
     for task in Path(f"/proc/{pid}/task").glob("*"):
