@@ -222,7 +222,8 @@ class TopicReader:
                 with self._lock:
                     if tp.topic == self._settings.output_topic:
                         self.predictions += [
-                            orjson.loads(r.value) | {"_key": r.key} for r in records
+                            orjson.loads(r.value) | {"_key": r.key, "_partition": r.partition}
+                            for r in records
                         ]
                     else:
                         self.dead_letters += records

@@ -43,6 +43,7 @@ from worker.artifacts import inspect_estimator
 from worker.errors import ServiceUnavailable
 from worker.kafka_io import build_producer, client_options, connect_redis, topic_reader
 from worker.loadgen import generate
+from worker.proc_stats import CpuWindow, tree_peak_rss_mb, tree_rss_mb
 from worker.processes import scorer_env, start_module, stop_process, wait_for
 from worker.registry import Registry
 from worker.settings import Settings, env_name
@@ -73,6 +74,7 @@ class RunResult:
     name: str
     events_per_s: float
     peak_rss_mb: float
+    cores: dict[str, float] = field(default_factory=dict)  # see CpuWindow
 
 
 @dataclass
@@ -84,6 +86,7 @@ class Bench:
     work_dir: Path
     model_paths: dict[str, Path] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
+    broker_pid: int | None = None  # the embedded broker's, for its CPU use
 
     def topic(self, prefix: str) -> str:
         name = f"{prefix}-{uuid.uuid4().hex[:8]}"
@@ -121,7 +124,9 @@ def bench_stack(settings: Settings, options: BenchOptions) -> Iterator[Bench]:
         kafka_client=options.client,
         metrics_host=LOOPBACK,
     )
-    bench = Bench(settings, options, work_dir, env=env)
+    bench = Bench(
+        settings, options, work_dir, env=env, broker_pid=state.broker_pid if state else None
+    )
     try:
         _publish_models(bench)
         yield bench
@@ -234,11 +239,15 @@ def _measure(
 ) -> RunResult:
     """Count `expected` outputs; rate from their first to last produce timestamp."""
     counter = OutputCounter(bench.settings, output)
+    cpu = CpuWindow(process.pid, bench.broker_pid)
     peak_rss = 0.0
     deadline = time.monotonic() + 600
     try:
         while counter.count < expected:
             counter.poll()
+            if counter.count and not cpu.started:
+                cpu.start()  # the window opens with the first output, as the rate does
+            cpu.sample()
             peak_rss = max(peak_rss, tree_rss_mb(process.pid))
             if process.poll() is not None:  # done or dead: what it produced is in the topic
                 deadline = min(deadline, time.monotonic() + 15)
@@ -252,7 +261,7 @@ def _measure(
         stop_process(process)
         counter.close()
     seconds = max(1e-3, (counter.last_ms - counter.first_ms) / 1000)
-    return RunResult(name, (counter.count - 1) / seconds, peak_rss)
+    return RunResult(name, (counter.count - 1) / seconds, peak_rss, cpu.cores())
 
 
 class OutputCounter:
@@ -275,37 +284,6 @@ class OutputCounter:
         self._consumer.close()
 
 
-def _descendants(pid: int) -> list[int]:
-    found = [pid]
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            children = (task / "children").read_text().split()
-        except OSError:
-            continue
-        for child in children:
-            found += _descendants(int(child))
-    return found
-
-
-def _status_kb(pid: int, field_name: str) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(field_name + ":"):
-                return float(line.split()[1])
-    except OSError:
-        pass
-    return 0.0
-
-
-def tree_rss_mb(pid: int) -> float:
-    """Largest current RSS among a process and its children (per worker process)."""
-    return max(_status_kb(p, "VmRSS") for p in _descendants(pid)) / 1024
-
-
-def tree_peak_rss_mb(pid: int) -> float:
-    return max(_status_kb(p, "VmHWM") for p in _descendants(pid)) / 1024
-
-
 def _summarise(results: dict[str, list[RunResult]]) -> dict[str, Any]:
     ceiling = results["passthrough (ceiling)"]
     baseline = results["tutorial, logistic"]
@@ -324,6 +302,10 @@ def _summarise(results: dict[str, list[RunResult]]) -> dict[str, Any]:
                 r.events_per_s / b.events_per_s for r, b in zip(runs, baseline, strict=True)
             ),
             "peak_rss_mb": statistics.median(r.peak_rss_mb for r in runs),
+            "cores": {
+                part: round(statistics.median(r.cores.get(part, 0.0) for r in runs), 2)
+                for part in runs[0].cores
+            },
         }
     return rows
 
@@ -563,16 +545,22 @@ def machine() -> str:
 
 def render_throughput(rows: dict[str, Any]) -> str:
     lines = [
-        f"{'':24}{'events/s':>10}{'min-max':>17}{'x ceiling':>11}{'x tutorial':>12}{'peak RSS':>11}"
+        f"{'':24}{'events/s':>10}{'min-max':>17}{'x ceiling':>11}{'x tutorial':>12}"
+        f"{'peak RSS':>11}  cores: run+broker+bench"
     ]
     for name, row in rows.items():
         spread = f"{row['min']:,.0f}-{row['max']:,.0f}"
         lines.append(
             f"{name:<24}{row['events_per_s']:>10,.0f}{spread:>17}"
             f"{row['ratio_to_ceiling']:>11.2f}{row['ratio_to_baseline']:>12.1f}"
-            f"{row['peak_rss_mb']:>8.0f} MB"
+            f"{row['peak_rss_mb']:>8.0f} MB  {_cores(row.get('cores', {}))}"
         )
     return "\n".join(lines)
+
+
+def _cores(cores: dict[str, float]) -> str:
+    parts = [cores[part] for part in ("contender", "broker", "bench") if part in cores]
+    return f"{'+'.join(f'{c:.2f}' for c in parts)} = {sum(parts):.2f}" if parts else ""
 
 
 def save(results: dict[str, Any], out_dir: Path) -> Path:

@@ -34,6 +34,10 @@ def test_bench_measures_every_variant_and_writes_json_and_chart(tmp_path: Path) 
     }
     assert all(row["events_per_s"] > 0 and row["peak_rss_mb"] > 0 for row in rows.values())
     assert rows["passthrough (ceiling)"]["ratio_to_ceiling"] == 1.0
+    for row in rows.values():  # cores used while output flowed: the run's own, broker's, bench's
+        assert set(row["cores"]) == {"contender", "broker", "bench"}
+        assert all(0 <= cores <= (os.cpu_count() or 1) for cores in row["cores"].values())
+    assert rows["tutorial, logistic"]["cores"]["contender"] > 0  # the slow one: a long window
     assert (tmp_path / "bench.png").stat().st_size > 10_000
     assert "x ceiling" in done.stdout
 

@@ -8,6 +8,7 @@ import numpy as np
 import orjson
 import pytest
 from kafka import KafkaProducer
+from kafka.partitioner.default import murmur2
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 from tests.conftest import TopicReader, send_events, wait_until
@@ -36,10 +37,17 @@ def test_predictions_equal_the_models_own_predict_proba(
     for prediction in reader.predictions:
         assert prediction["model_version"] == "v1"
         assert prediction["_key"] == prediction["event_id"].encode()
+        assert prediction["_partition"] == java_partition(prediction["_key"], settings)
         assert abs(prediction["score"] - expected[prediction["event_id"]]) <= 1e-9
         assert prediction["scored_at"] >= prediction["event_ts"]
     assert len(reader.predictions) == len(ids)
     assert reader.dead_letters == []
+
+
+def java_partition(key: bytes, settings: Settings) -> int:
+    """Where Kafka's Java producer puts a key (murmur2), so that every client of ours agrees
+    with it and with each other on where a key's predictions go."""
+    return (murmur2(key) & 0x7FFFFFFF) % settings.topic_partitions
 
 
 def test_every_bad_event_is_dead_lettered_with_its_reason_and_the_rest_scored(
