@@ -1,7 +1,7 @@
 """The benchmark's reference points, each run as its own process like the worker itself.
 
 - passthrough: the ceiling. Consume → produce the bytes unchanged → flush → commit, with the
-  same Kafka client settings as the worker; no decoding, no model.
+  same Kafka client, settings and delivery order as the worker; no decoding, no model.
 - tutorial: the per-event loop most examples show. json.loads, predict on one row, send.
 
 `python -m worker.baselines passthrough|tutorial --limit N [--model FILE]`, settings from
@@ -23,27 +23,32 @@ import joblib
 
 from worker.heap import settle_heap
 from worker.kafka_io import build_consumer, build_producer
+from worker.loop import next_offsets
 from worker.settings import Settings, load_settings
 from worker.transport import Partition, scoring_consumer, scoring_producer
 
 
 def passthrough(settings: Settings, limit: int, stopping: threading.Event) -> None:
-    """Through the same transport the worker uses, so `kafka_client` picks the ceiling too."""
+    """Through the same transport the worker uses, so `kafka_client` picks the ceiling too,
+    and with the worker's delivery order: one batch in flight, its acks awaited after the next
+    poll, the next batch sent before its commit (see worker/loop.py)."""
     consumer = scoring_consumer(settings)
     producer = scoring_producer(settings)
     consumer.subscribe(settings.input_topic, _NoRebalanceWork())
     settle_heap()  # as the worker does, so the ratio compares the scoring work alone
-    moved = 0
+    moved, in_flight = 0, None
     while moved < limit and not stopping.is_set():
         records = consumer.poll_batch(settings.poll_timeout_ms, settings.batch_max_records)
-        if not records:
-            continue
+        if in_flight and producer.flush(settings.delivery_timeout_s):
+            raise SystemExit("passthrough: the broker did not acknowledge a batch")
         for record in records:
             producer.send(settings.output_topic, record.value, record.key)
-        if producer.flush(settings.delivery_timeout_s):
-            raise SystemExit("passthrough: the broker did not acknowledge a batch")
-        consumer.commit({(r.topic, r.partition): r.offset + 1 for r in records})
+        if in_flight:
+            consumer.commit(next_offsets(in_flight))
+        in_flight = records or None
         moved += len(records)
+    if in_flight and not producer.flush(settings.delivery_timeout_s):
+        consumer.commit(next_offsets(in_flight))
     consumer.close()
     producer.close()
 

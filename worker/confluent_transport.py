@@ -61,6 +61,9 @@ def producer_config(settings: Settings) -> dict[str, Any]:
         "enable.idempotence": True,
         "linger.ms": settings.linger_ms,
         "batch.size": settings.producer_batch_bytes,
+        # librdkafka's own default (consistent_random, CRC32) would send a key's predictions
+        # to another partition than kafka-python and Java producers do
+        "partitioner": "murmur2_random",
         "message.max.bytes": settings.max_event_bytes + _PRODUCER_HEADROOM_BYTES,
         "message.timeout.ms": int(settings.delivery_timeout_s * 1000),
         **security_config(settings),

@@ -29,9 +29,3 @@ class ArtifactRejected(ScorerError):
     """An artifact failed verification, loading, inspection or warm-up."""
 
     exit_code = 5
-
-
-class DeliveryFailed(ScorerError):
-    """The broker did not acknowledge every record of a batch; its offsets stay uncommitted."""
-
-    exit_code = 6

@@ -1,8 +1,15 @@
 """The consume → score → produce → commit loop, with its rebalance listener.
 
 Delivery is at-least-once: a batch's offsets are committed only after every prediction and
-dead-letter record of it is acknowledged. Because each batch is committed before the next
-poll, a rebalance (which happens inside poll) never finds finished work uncommitted.
+dead-letter record of it is acknowledged.
+
+One batch is in flight at a time, so waiting on the broker overlaps with work:
+
+    poll N+1 → score N+1 → wait for N's acks → send N+1 → commit N → poll N+2 ...
+
+The producer ships N while N+1 is polled and scored, and ships N+1 while N's commit waits.
+Batch N+1 is sent only once N has landed, so a retry of N never overtakes N+1. A rebalance
+(inside poll) first settles the batch in flight: its acks, then its commit.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ from typing import Any
 import numpy as np
 import structlog
 
-from worker.errors import DeliveryFailed, ScorerError
+from worker.errors import ScorerError
 from worker.events import DecodedBatch, Reason, Reject, decode_batch, encode_predictions
 from worker.metrics import WorkerMetrics
 from worker.models import LoadedModel
@@ -34,13 +41,17 @@ log = structlog.get_logger(__name__)
 
 
 class PartitionTracker:
-    """Records assignment changes. Both clients swallow or mangle exceptions raised in
-    rebalance callbacks, so this only records state; it never raises."""
+    """Records assignment changes, and settles the batch in flight before partitions go.
 
-    def __init__(self) -> None:
+    Both clients swallow or mangle exceptions raised in rebalance callbacks, so this never
+    raises: `before_revoke` must not either."""
+
+    def __init__(self, before_revoke: Callable[[], None] = lambda: None) -> None:
         self.assigned: set[Partition] = set()
+        self._before_revoke = before_revoke
 
     def on_partitions_revoked(self, revoked: Sequence[Partition]) -> None:
+        self._before_revoke()
         self.assigned = self.assigned - set(revoked)  # a new set: other threads read it
         log.info("partitions.revoked", partitions=_names(revoked))
 
@@ -59,6 +70,20 @@ class BatchStats:
     busy_s: float = 0.0
     versions: set[str] = field(default_factory=set)
     since: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class OutgoingBatch:
+    """A scored batch on its way out: sent, then settled (acknowledged, then committed)."""
+
+    records: list[Any]
+    decoded: DecodedBatch
+    predictions: list[bytes]
+    version: str
+    offsets: dict[Partition, int]
+    scoring_s: float
+    delivery_s: float = 0.0  # sending, waiting for acks (and resending), committing
+    send_error: str | None = None
 
 
 class ScoringLoop:
@@ -81,7 +106,8 @@ class ScoringLoop:
         self._current_model = current_model
         self._stopping = stopping
         self._metrics = metrics
-        self.partitions = PartitionTracker()
+        self.partitions = PartitionTracker(before_revoke=self._settle_before_revoke)
+        self._in_flight: OutgoingBatch | None = None
         self._stats = BatchStats()
         self.events_scored = 0
         self.dead_lettered = 0
@@ -93,10 +119,12 @@ class ScoringLoop:
         try:
             while not self._stopping.is_set():
                 records = self._poll()
-                if not records:
-                    continue
-                model = self._current_model()  # one version per batch
-                self._score_and_deliver(records, model)
+                outgoing = self._score(records, self._current_model()) if records else None
+                if not self._advance(outgoing):
+                    return  # stopped while a batch had not landed: it stays uncommitted
+            in_flight, self._in_flight = self._in_flight, None
+            if in_flight is not None and self._land(in_flight):
+                self._settle(in_flight)
         finally:
             self._close()
 
@@ -118,80 +146,113 @@ class ScoringLoop:
             self._metrics.batch_events.observe(len(records))
         return list(records)
 
-    def _score_and_deliver(self, records: list[Any], model: LoadedModel) -> None:
+    def _score(self, records: list[Any], model: LoadedModel) -> OutgoingBatch:
+        """Decode, score and encode with one model version for the whole batch."""
         started = time.monotonic()
-        batch = decode_batch(
+        decoded = decode_batch(
             [r.value for r in records], model.features, self._settings.max_event_bytes
         )
-        scores = score_isolating_failures(model, batch)
-        predictions = encode_predictions(batch, scores, model.version, time.time())
-        scored = time.monotonic()
-        offsets = next_offsets(records)
-        if not self._deliver_with_retry(records, batch, predictions, model.version, offsets):
-            return  # stopped before the batch landed: nothing of it counts as scored
-        self._note_delivered(batch, model.version, offsets)
-        delivered = time.monotonic()
-        self._metrics.batch_scoring.observe(scored - started)
-        self._metrics.batch_delivery.observe(delivered - scored)
-        self._note_batch(len(predictions), len(batch.rejects), model.version, delivered - started)
+        scores = score_isolating_failures(model, decoded)
+        predictions = encode_predictions(decoded, scores, model.version, time.time())
+        return OutgoingBatch(
+            records,
+            decoded,
+            predictions,
+            model.version,
+            next_offsets(records),
+            scoring_s=time.monotonic() - started,
+        )
 
-    def _deliver_with_retry(
-        self,
-        records: list[Any],
-        batch: DecodedBatch,
-        predictions: list[bytes],
-        version: str,
-        offsets: dict[Partition, int],
-    ) -> bool:
-        """Retry a failed delivery with backoff until it lands or the worker is stopped.
+    def _advance(self, outgoing: OutgoingBatch | None) -> bool:
+        """Land the batch in flight, send the next one, then commit the landed one (the
+        producer ships the next batch while the commit waits). False: stopped first."""
+        landed, self._in_flight = self._in_flight, None
+        if landed is not None and not self._land(landed):
+            return False
+        if outgoing is not None:
+            started = time.monotonic()
+            outgoing.send_error = self._send_all(outgoing)
+            outgoing.delivery_s += time.monotonic() - started
+            self._in_flight = outgoing
+        if landed is not None:
+            self._settle(landed)
+        return True
 
-        The batch stays in hand, so a retry sends it again (at-least-once: some records may land
-        twice). Offsets never move past a record that was not acknowledged.
+    def _land(self, batch: OutgoingBatch) -> bool:
+        """Wait for every acknowledgement of the batch; after a failure, send it all again
+        through a fresh producer, with backoff, until it lands or the worker is stopped.
+
+        At-least-once: a resent batch may land some records twice. Offsets never move past a
+        record that was not acknowledged.
         """
-        attempt = 0
-        while True:
-            try:
-                self._deliver(records, batch, predictions, version)
-                self._commit(offsets)
-                return True
-            except DeliveryFailed as exc:
+        started = time.monotonic()
+        try:
+            attempt = 0
+            failure = batch.send_error or self._flush()
+            while failure is not None:
                 self._metrics.kafka_errors.labels("produce").inc()
-                log.error("delivery.failed", error=str(exc), attempt=attempt, n=len(records))
+                log.error("delivery.failed", error=failure, attempt=attempt, n=len(batch.records))
                 self._replace_producer()
                 if self._stopping.wait(
                     backoff_s(attempt, cap_s=self._settings.delivery_retry_max_s)
                 ):
                     return False  # stopping: leave the batch uncommitted for the next owner
                 attempt += 1
+                failure = self._send_all(batch) or self._flush()
+            return True
+        finally:
+            batch.delivery_s += time.monotonic() - started
 
-    def _deliver(
-        self, records: list[Any], batch: DecodedBatch, predictions: list[bytes], version: str
-    ) -> None:
-        """The delivery protocol, in this order only:
-
-        1. produce every prediction (same key as its event) and every dead-letter record;
-        2. flush, then check every acknowledgement: any failure raises DeliveryFailed;
-        3. then (the caller) commit, per partition, the offset after the batch's last record.
-        """
+    def _send_all(self, batch: OutgoingBatch) -> str | None:
+        """Produce every prediction (same key as its event) and every dead-letter record;
+        an error if the client refused one."""
+        records, decoded, producer = batch.records, batch.decoded, self._producer
         try:
-            for index, value in zip(batch.accepted, predictions, strict=True):
-                self._producer.send(self._settings.output_topic, value, records[index].key)
-            for reject in batch.rejects:
+            for index, value in zip(decoded.accepted, batch.predictions, strict=True):
+                producer.send(self._settings.output_topic, value, records[index].key)
+            for reject in decoded.rejects:
                 record = records[reject.index]
-                self._producer.send(
+                producer.send(
                     self._settings.dlq_topic,
                     self._dead_letter_value(record),
                     record.key,
-                    dead_letter_headers(record, reject, version),
+                    dead_letter_headers(record, reject, batch.version),
                 )
         except TransportError as exc:
-            raise DeliveryFailed(f"produce did not complete: {exc}") from None
+            return f"produce did not complete: {exc}"
+        return None
+
+    def _flush(self) -> str | None:
         failures = self._producer.flush(self._settings.delivery_timeout_s)
         if failures:
-            sent = len(batch.accepted) + len(batch.rejects)
-            raise DeliveryFailed(
-                f"{len(failures)} of {sent} records not acknowledged: {failures[0]}"
-            )
+            return f"{len(failures)} records not acknowledged: {failures[0]}"
+        return None
+
+    def _settle(self, batch: OutgoingBatch) -> None:
+        """Commit a landed batch and count it."""
+        started = time.monotonic()
+        self._commit(batch.offsets)
+        batch.delivery_s += time.monotonic() - started
+        self._note_delivered(batch)
+
+    def _settle_before_revoke(self) -> None:
+        """Called inside poll when partitions are about to go: land and commit the batch in
+        flight now, while this worker still owns its partitions. One attempt only: if it
+        fails, the batch is dropped uncommitted and the partitions' next owner scores it
+        again (at-least-once); retrying here would hold up the whole group."""
+        batch, self._in_flight = self._in_flight, None
+        if batch is None:
+            return
+        try:
+            failure = batch.send_error or self._flush()
+            if failure is None:
+                self._settle(batch)
+                return
+            self._metrics.kafka_errors.labels("produce").inc()
+            log.error("delivery.failed_at_rebalance", error=failure, n=len(batch.records))
+            self._replace_producer()
+        except Exception as exc:  # a rebalance callback must not raise (see PartitionTracker)
+            log.error("rebalance.settle_failed", error=f"{type(exc).__name__}: {exc}")
 
     def _replace_producer(self) -> None:
         """A producer that failed may be stuck for good (an idempotent producer whose id the
@@ -224,16 +285,17 @@ class ScoringLoop:
             # the new owner scores these records again (at-least-once).
             log.warning("commit.failed", error=str(exc), partitions=_names(offsets))
 
-    def _note_delivered(
-        self, batch: DecodedBatch, version: str, offsets: dict[Partition, int]
-    ) -> None:
-        metrics = self._metrics
-        metrics.predictions.labels(version).inc(len(batch.accepted))
-        for reject in batch.rejects:
+    def _note_delivered(self, batch: OutgoingBatch) -> None:
+        metrics, decoded = self._metrics, batch.decoded
+        metrics.predictions.labels(batch.version).inc(len(decoded.accepted))
+        for reject in decoded.rejects:
             metrics.dead_letters.labels(reject.reason).inc()
-        metrics.observe_latencies(batch.event_ts, time.time())
-        self.dead_lettered += len(batch.rejects)
-        self._note_lag(offsets)
+        metrics.observe_latencies(decoded.event_ts, time.time())
+        metrics.batch_scoring.observe(batch.scoring_s)
+        metrics.batch_delivery.observe(batch.delivery_s)
+        self.dead_lettered += len(decoded.rejects)
+        self._note_lag(batch.offsets)
+        self._note_batch(batch)
 
     def _note_lag(self, offsets: dict[Partition, int]) -> None:
         """Lag from the client's cached high watermark after each batch: no broker round trip."""
@@ -244,14 +306,14 @@ class ScoringLoop:
         assigned = self.partitions.assigned
         self._metrics.set_lag({tp: lag for tp, lag in self.lag.items() if tp in assigned})
 
-    def _note_batch(self, scored: int, rejected: int, version: str, busy_s: float) -> None:
+    def _note_batch(self, batch: OutgoingBatch) -> None:
         stats = self._stats
         stats.batches += 1
-        stats.scored += scored
-        stats.rejected += rejected
-        stats.busy_s += busy_s
-        stats.versions.add(version)
-        self.events_scored += scored
+        stats.scored += len(batch.predictions)
+        stats.rejected += len(batch.decoded.rejects)
+        stats.busy_s += batch.scoring_s + batch.delivery_s
+        stats.versions.add(batch.version)
+        self.events_scored += len(batch.predictions)
         if time.monotonic() - stats.since >= self._settings.batch_log_interval_s:
             self._log_stats()
 
@@ -269,7 +331,8 @@ class ScoringLoop:
         self._stats = BatchStats()
 
     def _close(self) -> None:
-        """Stop order: (batch already delivered and committed) → leave group → close producer."""
+        """Stop order: (batch in flight landed and committed, or left) → leave group → close
+        producer."""
         self._log_stats()
         try:
             self._consumer.close()
@@ -310,7 +373,7 @@ def score_isolating_failures(model: LoadedModel, batch: DecodedBatch) -> np.ndar
     return np.array(scores, dtype=np.float64)
 
 
-def next_offsets(records: list[Any]) -> dict[Partition, int]:
+def next_offsets(records: Sequence[Any]) -> dict[Partition, int]:
     """Per partition, the offset after the batch's last record (records are in offset order
     per partition, so the last one wins)."""
     return {(r.topic, r.partition): r.offset + 1 for r in records}

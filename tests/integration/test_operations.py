@@ -99,7 +99,9 @@ def test_metrics_count_predictions_dead_letters_reloads_and_latency(
     def scraped() -> str:
         return http(worker, "/metrics")[1].decode()
 
-    wait_until(lambda: "scorer_predictions_total" in scraped(), what="metrics exported")
+    # the last batch counts once settled, at the poll after it (one batch in flight)
+    settled = 'scorer_predictions_total{model_version="v1"} 300.0'
+    wait_until(lambda: settled in scraped(), what="every prediction counted")
     text = scraped()
     assert metric(text, "scorer_events_consumed_total") == 302
     assert metric(text, "scorer_predictions_total", model_version="v1") == 300

@@ -149,3 +149,113 @@ def test_poll_and_commit_failures_are_counted_and_the_loop_goes_on() -> None:
     assert registry.get_sample_value("scorer_kafka_errors_total", {"operation": "poll"}) == 1
     assert registry.get_sample_value("scorer_kafka_errors_total", {"operation": "commit"}) == 2
     assert loop.events_scored == 2  # delivered, though not committed: at-least-once
+
+
+class ScriptedConsumer(OneBatchConsumer):
+    """Serves `batches` polls of one record each (offsets 0, 1, ...), then sets `stopping`;
+    optionally revokes every partition inside one poll, as a rebalance does."""
+
+    def __init__(
+        self, journal: list[str], stopping: threading.Event, batches: int, revoke_at: int = 0
+    ) -> None:
+        super().__init__()
+        self.journal = journal
+        self._stopping = stopping
+        self._batches = batches
+        self._revoke_at = revoke_at
+        self._callbacks: RebalanceCallbacks | None = None
+        self.polls = 0
+
+    def subscribe(self, topic: str, callbacks: RebalanceCallbacks) -> None:
+        self._callbacks = callbacks
+        callbacks.on_partitions_assigned([("in", 0)])
+
+    def poll_batch(self, timeout_ms: int, max_records: int) -> Sequence[Any]:
+        self.polls += 1
+        self.journal.append(f"poll {self.polls}")
+        if self.polls == self._revoke_at and self._callbacks is not None:
+            self._callbacks.on_partitions_revoked([("in", 0)])
+            self._callbacks.on_partitions_assigned([("in", 0)])
+        if self.polls == self._batches:
+            self._stopping.set()
+        return [Record("in", 0, self.polls - 1, b"k", EVENT)]
+
+    def commit(self, next_offsets: dict[Partition, int]) -> None:
+        self.journal.append(f"commit {next_offsets[('in', 0)]}")
+        super().commit(next_offsets)
+
+
+class JournalProducer(RefusingProducer):
+    """Records sends and flushes; refuses the flushes numbered in `refuse`."""
+
+    def __init__(self, journal: list[str], refuse: Sequence[int] = ()) -> None:
+        super().__init__()
+        self.journal = journal
+        self._refuse = refuse
+        self.flushes = 0
+
+    def send(
+        self, topic: str, value: bytes | None, key: bytes | None, headers: Headers | None = None
+    ) -> None:
+        self.journal.append("send")
+
+    def flush(self, timeout_s: float) -> list[str]:
+        self.flushes += 1
+        self.journal.append("flush")
+        return ["refused"] if self.flushes in self._refuse else []
+
+
+def run_scripted(
+    batches: int, revoke_at: int = 0, refuse: Sequence[int] = ()
+) -> tuple[list[str], ScriptedConsumer, ScoringLoop]:
+    journal: list[str] = []
+    stopping = threading.Event()
+    consumer = ScriptedConsumer(journal, stopping, batches, revoke_at)
+    producer = JournalProducer(journal, refuse)
+    loop = loop_with(consumer, lambda: producer, stopping)
+    loop.run()
+    return journal, consumer, loop
+
+
+def test_one_batch_in_flight_acked_after_the_next_poll_committed_after_the_next_send() -> None:
+    journal, _, loop = run_scripted(batches=3)
+    assert journal == [
+        *("poll 1", "send"),
+        *("poll 2", "flush", "send", "commit 1"),
+        *("poll 3", "flush", "send", "commit 2"),
+        *("flush", "commit 3"),  # stopping: the batch in flight lands and is committed
+    ]
+    assert loop.events_scored == 3
+
+
+def test_a_rebalance_lands_and_commits_the_batch_in_flight_before_the_partitions_go() -> None:
+    journal, consumer, loop = run_scripted(batches=3, revoke_at=2)
+    assert journal[:6] == ["poll 1", "send", "poll 2", "flush", "commit 1", "send"]
+    assert consumer.commits == [{("in", 0): 1}, {("in", 0): 2}, {("in", 0): 3}]  # once each
+    assert loop.events_scored == 3
+
+
+def test_a_batch_that_fails_at_a_rebalance_is_left_uncommitted_for_the_next_owner() -> None:
+    journal, consumer, loop = run_scripted(batches=3, revoke_at=2, refuse=[1])
+    assert journal[:5] == ["poll 1", "send", "poll 2", "flush", "send"]  # no commit 1, no retry
+    assert consumer.commits == [{("in", 0): 2}, {("in", 0): 3}]
+    assert loop.events_scored == 2
+
+
+def test_a_failed_batch_is_sent_again_before_the_next_batch_is_sent() -> None:
+    journal, _, _ = run_scripted(batches=3, refuse=[1])
+    assert journal == [
+        *("poll 1", "send"),
+        *("poll 2", "flush"),  # batch 1 refused
+        *("send", "flush"),  # batch 1 again, through a fresh producer
+        *("send", "commit 1"),  # only now batch 2
+        *("poll 3", "flush", "send", "commit 2"),
+        *("flush", "commit 3"),
+    ]
+
+
+def test_stopped_while_the_batch_in_flight_is_refused_nothing_more_is_committed() -> None:
+    journal, consumer, loop = run_scripted(batches=2, refuse=[2])
+    assert journal[-2:] == ["commit 1", "flush"]  # batch 2 refused at the stop: left as is
+    assert consumer.commits == [{("in", 0): 1}]
+    assert loop.events_scored == 1
