@@ -31,12 +31,14 @@ from worker.transport import Partition, scoring_consumer, scoring_producer
 def passthrough(settings: Settings, limit: int, stopping: threading.Event) -> None:
     """Through the same transport the worker uses, so `kafka_client` picks the ceiling too,
     and with the worker's delivery order: one batch in flight, its acks awaited after the next
-    poll, the next batch sent before its commit (see worker/loop.py)."""
+    poll, commits not waited for but the last (see worker/loop.py)."""
     consumer = scoring_consumer(settings)
     producer = scoring_producer(settings)
     consumer.subscribe(settings.input_topic, _NoRebalanceWork())
     settle_heap()  # as the worker does, so the ratio compares the scoring work alone
     moved, in_flight = 0, None
+    delivered: dict[Partition, int] = {}
+    commit_failures: list[str] = []
     while moved < limit and not stopping.is_set():
         records = consumer.poll_batch(settings.poll_timeout_ms, settings.batch_max_records)
         if in_flight and producer.flush(settings.delivery_timeout_s):
@@ -44,13 +46,17 @@ def passthrough(settings: Settings, limit: int, stopping: threading.Event) -> No
         for record in records:
             producer.send(settings.output_topic, record.value, record.key)
         if in_flight:
-            consumer.commit(next_offsets(in_flight))
+            delivered |= next_offsets(in_flight)
+            consumer.commit_async(next_offsets(in_flight), commit_failures.append)
         in_flight = records or None
         moved += len(records)
     if in_flight and not producer.flush(settings.delivery_timeout_s):
-        consumer.commit(next_offsets(in_flight))
+        delivered |= next_offsets(in_flight)
+    consumer.commit(delivered, settings.delivery_timeout_s)
     consumer.close()
     producer.close()
+    if commit_failures:
+        raise SystemExit(f"passthrough: a commit failed: {commit_failures[0]}")
 
 
 class _NoRebalanceWork:

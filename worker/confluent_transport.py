@@ -7,7 +7,7 @@ broker did not acknowledge (delivery reports).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
@@ -72,8 +72,9 @@ def producer_config(settings: Settings) -> dict[str, Any]:
 
 class ConfluentConsumer:
     def __init__(self, settings: Settings) -> None:
+        self._on_commit_failure: Callable[[str], None] = lambda error: None
         try:
-            self._consumer = Consumer(consumer_config(settings))
+            self._consumer = Consumer(consumer_config(settings) | {"on_commit": self._committed})
         except KafkaException as exc:
             raise ConfigError(f"setting kafka_client=confluent: {exc}") from None
 
@@ -103,15 +104,27 @@ class ConfluentConsumer:
             records.append(Record(topic, partition, offset, message.key(), message.value()))
         return records
 
-    def commit(self, next_offsets: dict[Partition, int]) -> None:
-        offsets = [
-            TopicPartition(topic, partition, offset)
-            for (topic, partition), offset in next_offsets.items()
-        ]
+    def commit(self, next_offsets: dict[Partition, int], timeout_s: float) -> None:
+        """librdkafka bounds a synchronous commit by its own request timeouts."""
         try:
-            self._consumer.commit(offsets=offsets, asynchronous=False)
+            self._consumer.commit(offsets=_confluent_offsets(next_offsets), asynchronous=False)
         except KafkaException as exc:
             raise TransportError(str(exc)) from exc
+
+    def commit_async(
+        self, next_offsets: dict[Partition, int], on_failure: Callable[[str], None]
+    ) -> None:
+        self._on_commit_failure = on_failure
+        try:
+            self._consumer.commit(offsets=_confluent_offsets(next_offsets), asynchronous=True)
+        except KafkaException as exc:
+            on_failure(str(exc))
+
+    def _committed(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        """librdkafka's on_commit, served inside consume(): the loop's thread."""
+        failed = [str(p.error) for p in partitions if p.error is not None]
+        if error is not None or failed:
+            self._on_commit_failure(str(error) if error is not None else failed[0])
 
     def highwater(self, partition: Partition) -> int | None:
         _, high = self._consumer.get_watermark_offsets(TopicPartition(*partition), cached=True)
@@ -119,6 +132,13 @@ class ConfluentConsumer:
 
     def close(self) -> None:
         self._consumer.close()
+
+
+def _confluent_offsets(next_offsets: dict[Partition, int]) -> list[TopicPartition]:
+    return [
+        TopicPartition(topic, partition, offset)
+        for (topic, partition), offset in next_offsets.items()
+    ]
 
 
 class ConfluentProducer:

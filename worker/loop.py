@@ -5,11 +5,12 @@ dead-letter record of it is acknowledged.
 
 One batch is in flight at a time, so waiting on the broker overlaps with work:
 
-    poll N+1 → score N+1 → wait for N's acks → send N+1 → commit N → poll N+2 ...
+    poll N+1 → score N+1 → wait for N's acks → send N+1 → commit N (not waited for) → poll N+2
 
-The producer ships N while N+1 is polled and scored, and ships N+1 while N's commit waits.
-Batch N+1 is sent only once N has landed, so a retry of N never overtakes N+1. A rebalance
-(inside poll) first settles the batch in flight: its acks, then its commit.
+The producer ships N while N+1 is polled and scored. Batch N+1 is sent only once N has
+landed, so a resend of N never overtakes N+1. Commits in the stream are not waited for; a
+rebalance (inside poll) and the stop first land the batch in flight, then commit everything
+delivered and wait for that commit.
 """
 
 from __future__ import annotations
@@ -108,6 +109,7 @@ class ScoringLoop:
         self._metrics = metrics
         self.partitions = PartitionTracker(before_revoke=self._settle_before_revoke)
         self._in_flight: OutgoingBatch | None = None
+        self._delivered: dict[Partition, int] = {}  # offsets whose commit was not waited for
         self._stats = BatchStats()
         self.events_scored = 0
         self.dead_lettered = 0
@@ -117,16 +119,20 @@ class ScoringLoop:
     def run(self) -> None:
         self._consumer.subscribe(self._settings.input_topic, self.partitions)
         try:
-            while not self._stopping.is_set():
-                records = self._poll()
-                outgoing = self._score(records, self._current_model()) if records else None
-                if not self._advance(outgoing):
-                    return  # stopped while a batch had not landed: it stays uncommitted
-            in_flight, self._in_flight = self._in_flight, None
-            if in_flight is not None and self._land(in_flight):
-                self._settle(in_flight)
+            self._consume()
+            self._commit_delivered()
         finally:
             self._close()
+
+    def _consume(self) -> None:
+        while not self._stopping.is_set():
+            records = self._poll()
+            outgoing = self._score(records, self._current_model()) if records else None
+            if not self._advance(outgoing):
+                return  # stopped while a batch had not landed: it stays uncommitted
+        in_flight, self._in_flight = self._in_flight, None
+        if in_flight is not None and self._land(in_flight):
+            self._settle(in_flight)
 
     def _poll(self) -> list[Any]:
         try:
@@ -229,11 +235,24 @@ class ScoringLoop:
         return None
 
     def _settle(self, batch: OutgoingBatch) -> None:
-        """Commit a landed batch and count it."""
+        """Commit a landed batch, without waiting, and count it."""
         started = time.monotonic()
-        self._commit(batch.offsets)
+        self._delivered.update(batch.offsets)
+        self._consumer.commit_async(batch.offsets, self._commit_failed)
         batch.delivery_s += time.monotonic() - started
         self._note_delivered(batch)
+
+    def _commit_failed(self, error: str) -> None:
+        """A commit that was not waited for failed: the next one, or the one at the next
+        rebalance or stop, covers its offsets."""
+        self._metrics.kafka_errors.labels("commit").inc()
+        log.warning("commit.failed", error=error)
+
+    def _commit_delivered(self) -> None:
+        """Commit every delivered offset and wait for it: at a rebalance and at the stop."""
+        delivered, self._delivered = self._delivered, {}
+        if delivered:
+            self._commit(delivered)
 
     def _settle_before_revoke(self) -> None:
         """Called inside poll when partitions are about to go: land and commit the batch in
@@ -241,16 +260,15 @@ class ScoringLoop:
         fails, the batch is dropped uncommitted and the partitions' next owner scores it
         again (at-least-once); retrying here would hold up the whole group."""
         batch, self._in_flight = self._in_flight, None
-        if batch is None:
-            return
         try:
-            failure = batch.send_error or self._flush()
-            if failure is None:
+            failure = batch and (batch.send_error or self._flush())
+            if batch is not None and failure is None:
                 self._settle(batch)
-                return
-            self._metrics.kafka_errors.labels("produce").inc()
-            log.error("delivery.failed_at_rebalance", error=failure, n=len(batch.records))
-            self._replace_producer()
+            elif batch is not None:
+                self._metrics.kafka_errors.labels("produce").inc()
+                log.error("delivery.failed_at_rebalance", error=failure, n=len(batch.records))
+                self._replace_producer()
+            self._commit_delivered()
         except Exception as exc:  # a rebalance callback must not raise (see PartitionTracker)
             log.error("rebalance.settle_failed", error=f"{type(exc).__name__}: {exc}")
 
@@ -278,7 +296,7 @@ class ScoringLoop:
 
     def _commit(self, offsets: dict[Partition, int]) -> None:
         try:
-            self._consumer.commit(offsets)
+            self._consumer.commit(offsets, self._settings.delivery_timeout_s)
         except TransportError as exc:
             self._metrics.kafka_errors.labels("commit").inc()
             # Delivered but not committed: a later commit covers it, or, after a rebalance,

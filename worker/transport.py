@@ -2,13 +2,14 @@
 
 `kafka_client = "kafka-python"` (default, the project's chosen client) or `"confluent"`
 (librdkafka through confluent-kafka, an optional extra). Both give the loop the same
-semantics: batches of records, synchronous commits of explicit offsets, rebalance callbacks,
+semantics: batches of records, commits of explicit offsets (waited for, or not), rebalance
+callbacks,
 and a producer whose `flush` reports every record that was not acknowledged.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, Protocol
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
@@ -45,7 +46,17 @@ class ScoringConsumer(Protocol):
         """Records with .topic .partition .offset .key .value, in offset order per partition."""
         ...
 
-    def commit(self, next_offsets: dict[Partition, int]) -> None: ...
+    def commit(self, next_offsets: dict[Partition, int], timeout_s: float) -> None:
+        """Commit and wait, at most `timeout_s` (the broker may be gone at a stop)."""
+        ...
+
+    def commit_async(
+        self, next_offsets: dict[Partition, int], on_failure: Callable[[str], None]
+    ) -> None:
+        """Send a commit without waiting for it; a failure reaches `on_failure` later, from
+        inside a poll or a commit of this consumer (the loop's own thread)."""
+        ...
+
     def highwater(self, partition: Partition) -> int | None: ...
     def close(self) -> None: ...
 
@@ -89,15 +100,23 @@ class KafkaPythonConsumer:
             raise TransportError(str(exc)) from exc
         return [record for records in batches.values() for record in records]
 
-    def commit(self, next_offsets: dict[Partition, int]) -> None:
-        offsets = {
-            TopicPartition(*tp): OffsetAndMetadata(offset, "", -1)
-            for tp, offset in next_offsets.items()
-        }
+    def commit(self, next_offsets: dict[Partition, int], timeout_s: float) -> None:
         try:
-            self._consumer.commit(offsets)
+            self._consumer.commit(_kafka_offsets(next_offsets), timeout_ms=int(timeout_s * 1000))
         except KafkaError as exc:
             raise TransportError(str(exc)) from exc
+
+    def commit_async(
+        self, next_offsets: dict[Partition, int], on_failure: Callable[[str], None]
+    ) -> None:
+        def done(offsets: object, result: object) -> None:
+            if isinstance(result, Exception):
+                on_failure(f"{type(result).__name__}: {result}")
+
+        try:
+            self._consumer.commit_async(_kafka_offsets(next_offsets), callback=done)
+        except KafkaError as exc:
+            on_failure(f"{type(exc).__name__}: {exc}")
 
     def highwater(self, partition: Partition) -> int | None:
         value = self._consumer.highwater(TopicPartition(*partition))
@@ -105,6 +124,13 @@ class KafkaPythonConsumer:
 
     def close(self) -> None:
         self._consumer.close(autocommit=False)
+
+
+def _kafka_offsets(next_offsets: dict[Partition, int]) -> dict[TopicPartition, OffsetAndMetadata]:
+    return {
+        TopicPartition(*tp): OffsetAndMetadata(offset, "", -1)
+        for tp, offset in next_offsets.items()
+    }
 
 
 class KafkaPythonProducer:

@@ -4,7 +4,7 @@ tests/integration/test_survival.py and test_delivery.py)."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -22,7 +22,8 @@ EVENT = orjson.dumps({"event_id": "e-1", "features": {"f0": 1.0}})
 
 class OneBatchConsumer:
     def __init__(self) -> None:
-        self.commits: list[dict[Partition, int]] = []
+        self.commits: list[dict[Partition, int]] = []  # not waited for
+        self.waited: list[dict[Partition, int]] = []  # waited for: at a rebalance and the stop
 
     def subscribe(self, topic: str, callbacks: RebalanceCallbacks) -> None:
         pass
@@ -30,7 +31,12 @@ class OneBatchConsumer:
     def poll_batch(self, timeout_ms: int, max_records: int) -> Sequence[Any]:
         return [Record("in", 0, 41, b"k", EVENT)]
 
-    def commit(self, next_offsets: dict[Partition, int]) -> None:
+    def commit(self, next_offsets: dict[Partition, int], timeout_s: float) -> None:
+        self.waited.append(next_offsets)
+
+    def commit_async(
+        self, next_offsets: dict[Partition, int], on_failure: Callable[[str], None]
+    ) -> None:
         self.commits.append(next_offsets)
 
     def highwater(self, partition: Partition) -> int | None:
@@ -94,7 +100,7 @@ def test_a_producer_that_cannot_be_rebuilt_is_kept_open_and_nothing_is_committed
     loop = loop_with(consumer, factory, stopping)
     loop.run()
     assert len(builds) == 4  # three retries, each after a failed rebuild
-    assert consumer.commits == []
+    assert consumer.commits == [] and consumer.waited == []
     assert loop.events_scored == 0  # an undelivered batch is not counted as scored
 
 
@@ -111,7 +117,7 @@ def test_a_rebuilt_producer_replaces_the_failed_one_which_is_closed() -> None:
     consumer = OneBatchConsumer()
     loop_with(consumer, factory, stopping).run()
     assert [p.closed for p in built] == [True, True, True]  # last one closed by the stop
-    assert consumer.commits == []
+    assert consumer.commits == [] and consumer.waited == []
 
 
 class AckingProducer(RefusingProducer):
@@ -135,8 +141,13 @@ class FlakyConsumer(OneBatchConsumer):
             self._stopping.set()
         return super().poll_batch(timeout_ms, max_records)
 
-    def commit(self, next_offsets: dict[Partition, int]) -> None:
+    def commit(self, next_offsets: dict[Partition, int], timeout_s: float) -> None:
         raise TransportError("not the coordinator")
+
+    def commit_async(
+        self, next_offsets: dict[Partition, int], on_failure: Callable[[str], None]
+    ) -> None:
+        on_failure("not the coordinator")
 
 
 def test_poll_and_commit_failures_are_counted_and_the_loop_goes_on() -> None:
@@ -147,7 +158,8 @@ def test_poll_and_commit_failures_are_counted_and_the_loop_goes_on() -> None:
     loop.run()
     registry = metrics.registry
     assert registry.get_sample_value("scorer_kafka_errors_total", {"operation": "poll"}) == 1
-    assert registry.get_sample_value("scorer_kafka_errors_total", {"operation": "commit"}) == 2
+    # two batches' commits, then the one waited for at the stop
+    assert registry.get_sample_value("scorer_kafka_errors_total", {"operation": "commit"}) == 3
     assert loop.events_scored == 2  # delivered, though not committed: at-least-once
 
 
@@ -180,9 +192,15 @@ class ScriptedConsumer(OneBatchConsumer):
             self._stopping.set()
         return [Record("in", 0, self.polls - 1, b"k", EVENT)]
 
-    def commit(self, next_offsets: dict[Partition, int]) -> None:
+    def commit(self, next_offsets: dict[Partition, int], timeout_s: float) -> None:
+        self.journal.append(f"commit {next_offsets[('in', 0)]}, waited")
+        super().commit(next_offsets, timeout_s)
+
+    def commit_async(
+        self, next_offsets: dict[Partition, int], on_failure: Callable[[str], None]
+    ) -> None:
         self.journal.append(f"commit {next_offsets[('in', 0)]}")
-        super().commit(next_offsets)
+        super().commit_async(next_offsets, on_failure)
 
 
 class JournalProducer(RefusingProducer):
@@ -223,15 +241,21 @@ def test_one_batch_in_flight_acked_after_the_next_poll_committed_after_the_next_
         *("poll 1", "send"),
         *("poll 2", "flush", "send", "commit 1"),
         *("poll 3", "flush", "send", "commit 2"),
-        *("flush", "commit 3"),  # stopping: the batch in flight lands and is committed
+        *("flush", "commit 3"),  # stopping: the batch in flight lands and is committed,
+        "commit 3, waited",  # then everything delivered, waited for
     ]
     assert loop.events_scored == 3
 
 
 def test_a_rebalance_lands_and_commits_the_batch_in_flight_before_the_partitions_go() -> None:
     journal, consumer, loop = run_scripted(batches=3, revoke_at=2)
-    assert journal[:6] == ["poll 1", "send", "poll 2", "flush", "commit 1", "send"]
+    assert journal[:7] == [
+        *("poll 1", "send", "poll 2"),
+        *("flush", "commit 1", "commit 1, waited"),  # inside poll 2, before the revocation
+        "send",
+    ]
     assert consumer.commits == [{("in", 0): 1}, {("in", 0): 2}, {("in", 0): 3}]  # once each
+    assert consumer.waited == [{("in", 0): 1}, {("in", 0): 3}]
     assert loop.events_scored == 3
 
 
@@ -239,6 +263,7 @@ def test_a_batch_that_fails_at_a_rebalance_is_left_uncommitted_for_the_next_owne
     journal, consumer, loop = run_scripted(batches=3, revoke_at=2, refuse=[1])
     assert journal[:5] == ["poll 1", "send", "poll 2", "flush", "send"]  # no commit 1, no retry
     assert consumer.commits == [{("in", 0): 2}, {("in", 0): 3}]
+    assert consumer.waited == [{("in", 0): 3}]
     assert loop.events_scored == 2
 
 
@@ -250,12 +275,13 @@ def test_a_failed_batch_is_sent_again_before_the_next_batch_is_sent() -> None:
         *("send", "flush"),  # batch 1 again, through a fresh producer
         *("send", "commit 1"),  # only now batch 2
         *("poll 3", "flush", "send", "commit 2"),
-        *("flush", "commit 3"),
+        *("flush", "commit 3", "commit 3, waited"),
     ]
 
 
 def test_stopped_while_the_batch_in_flight_is_refused_nothing_more_is_committed() -> None:
     journal, consumer, loop = run_scripted(batches=2, refuse=[2])
-    assert journal[-2:] == ["commit 1", "flush"]  # batch 2 refused at the stop: left as is
+    assert journal[-3:] == ["commit 1", "flush", "commit 1, waited"]  # batch 2 left as is
     assert consumer.commits == [{("in", 0): 1}]
+    assert consumer.waited == [{("in", 0): 1}]
     assert loop.events_scored == 1
