@@ -43,8 +43,9 @@ def passthrough(settings: Settings, limit: int, stopping: threading.Event) -> No
         records = consumer.poll_batch(settings.poll_timeout_ms, settings.batch_max_records)
         if in_flight and producer.flush(settings.delivery_timeout_s):
             raise SystemExit("passthrough: the broker did not acknowledge a batch")
-        for record in records:
-            producer.send(settings.output_topic, record.value, record.key)
+        producer.send_many(
+            settings.output_topic, [r.value for r in records], [r.key for r in records]
+        )
         if in_flight:
             delivered |= next_offsets(in_flight)
             consumer.commit_async(next_offsets(in_flight), commit_failures.append)

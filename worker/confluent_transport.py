@@ -167,6 +167,13 @@ class ConfluentProducer:
             except KafkaException as exc:
                 raise TransportError(str(exc)) from exc
 
+    def send_many(
+        self, topic: str, values: Sequence[bytes | None], keys: Sequence[bytes | None]
+    ) -> None:
+        """librdkafka hashes keys in C (murmur2_random): nothing to gain from batching that."""
+        for value, key in zip(values, keys, strict=True):
+            self.send(topic, value, key)
+
     def flush(self, timeout_s: float) -> list[str]:
         left = self._producer.flush(timeout_s)
         failures, self._failures = self._failures, []

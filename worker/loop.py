@@ -213,9 +213,9 @@ class ScoringLoop:
         """Produce every prediction (same key as its event) and every dead-letter record;
         an error if the client refused one."""
         records, decoded, producer = batch.records, batch.decoded, self._producer
+        keys = [records[index].key for index in decoded.accepted]
         try:
-            for index, value in zip(decoded.accepted, batch.predictions, strict=True):
-                producer.send(self._settings.output_topic, value, records[index].key)
+            producer.send_many(self._settings.output_topic, batch.predictions, keys)
             for reject in decoded.rejects:
                 record = records[reject.index]
                 producer.send(

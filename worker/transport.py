@@ -17,6 +17,7 @@ from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from worker.kafka_io import build_consumer, build_producer
+from worker.partitioning import key_partitions
 from worker.settings import Settings
 
 Partition = tuple[str, int]  # (topic, partition); kafka-python's TopicPartition is one too
@@ -65,6 +66,12 @@ class ScoringProducer(Protocol):
     def send(
         self, topic: str, value: bytes | None, key: bytes | None, headers: Headers | None = None
     ) -> None: ...
+    def send_many(
+        self, topic: str, values: Sequence[bytes | None], keys: Sequence[bytes | None]
+    ) -> None:
+        """`send` for each (value, key), with the batch's partitions worked out at once."""
+        ...
+
     def flush(self, timeout_s: float) -> list[str]:
         """Wait for every record sent since the last flush; describe each one that failed."""
         ...
@@ -144,6 +151,24 @@ class KafkaPythonProducer:
         try:
             self._futures.append(self._producer.send(topic, value=value, key=key, headers=headers))
         except KafkaError as exc:  # e.g. no metadata for the topic within max_block_ms
+            raise TransportError(f"{type(exc).__name__}: {exc}") from exc
+
+    def send_many(
+        self, topic: str, values: Sequence[bytes | None], keys: Sequence[bytes | None]
+    ) -> None:
+        """The default partitioner's choice for every key, computed for the batch at once
+        (worker/partitioning.py), then passed to each send. Records without a key, which the
+        client spreads at random, keep its per-record choice."""
+        if None in keys:
+            for value, key in zip(values, keys, strict=True):
+                self.send(topic, value, key)
+            return
+        send, futures = self._producer.send, self._futures
+        try:
+            partitions = key_partitions(keys, self._producer.partitions_for(topic))  # type: ignore[arg-type]  # no None
+            for value, key, partition in zip(values, keys, partitions, strict=True):
+                futures.append(send(topic, value=value, key=key, partition=partition))
+        except KafkaError as exc:
             raise TransportError(f"{type(exc).__name__}: {exc}") from exc
 
     def flush(self, timeout_s: float) -> list[str]:

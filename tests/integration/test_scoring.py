@@ -13,7 +13,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 
 from tests.conftest import TopicReader, send_events, wait_until
 from worker.settings import Settings
-from worker.synthetic import FEATURES, feature_rows
+from worker.synthetic import FEATURES, event_bytes, feature_rows
 
 pytestmark = pytest.mark.integration
 
@@ -42,6 +42,32 @@ def test_predictions_equal_the_models_own_predict_proba(
         assert prediction["scored_at"] >= prediction["event_ts"]
     assert len(reader.predictions) == len(ids)
     assert reader.dead_letters == []
+
+
+def test_events_without_a_key_are_scored_beside_keyed_ones(
+    settings: Settings,
+    client_settings: Settings,
+    publish: Any,
+    logistic: Any,
+    producer: KafkaProducer,
+    reader: TopicReader,
+    worker_factory: Any,
+) -> None:
+    publish(logistic, "v1")
+    rows = feature_rows(40, seed=5)
+    for i, row in enumerate(rows):
+        key = f"k-{i}".encode() if i % 2 else None
+        producer.send(settings.input_topic, key=key, value=event_bytes(f"k-{i}", row))
+    producer.flush()
+    worker_factory(client_settings)
+    ids = {f"k-{i}" for i in range(len(rows))}
+    wait_until(lambda: reader.scored_ids() == ids, what="a prediction for every event")
+    for prediction in reader.predictions:
+        if prediction["_key"] is None:
+            assert int(prediction["event_id"][2:]) % 2 == 0
+        else:
+            assert prediction["_key"] == prediction["event_id"].encode()
+            assert prediction["_partition"] == java_partition(prediction["_key"], settings)
 
 
 def java_partition(key: bytes, settings: Settings) -> int:

@@ -55,6 +55,12 @@ class RefusingProducer:
     ) -> None:
         assert not self.closed, "sent through a closed producer"
 
+    def send_many(
+        self, topic: str, values: Sequence[bytes | None], keys: Sequence[bytes | None]
+    ) -> None:
+        for value, key in zip(values, keys, strict=True):
+            self.send(topic, value, key)
+
     def flush(self, timeout_s: float) -> list[str]:
         return ["refused"]
 
