@@ -8,7 +8,7 @@ own murmur2), so a key's records land where Java and librdkafka (murmur2_random)
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -16,7 +16,7 @@ _SEED = 0x9747B28C
 _M = np.uint32(0x5BD1E995)
 
 
-def key_partitions(keys: Sequence[bytes], partitions: Sequence[int]) -> list[int]:
+def key_partitions(keys: Sequence[bytes], partitions: Iterable[int]) -> list[int]:
     """For each key, `sorted(partitions)[(murmur2(key) & 0x7fffffff) % len(partitions)]`."""
     ordered = np.array(sorted(partitions), dtype=np.int64)
     return ordered[(murmur2_all(keys) & 0x7FFFFFFF) % len(ordered)].tolist()  # type: ignore[no-any-return]

@@ -173,7 +173,8 @@ def test_status_shows_the_fleet_its_versions_lag_and_dead_letters(
     def status() -> dict[str, Any]:
         done = run_scorer(settings, "status", "--json")
         assert done.returncode == 0, done.stderr
-        return orjson.loads(done.stdout)
+        answer: dict[str, Any] = orjson.loads(done.stdout)
+        return answer
 
     wait_until(
         lambda: sum(w["events_scored"] for w in status()["workers"]) == len(ids),

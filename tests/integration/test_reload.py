@@ -186,7 +186,7 @@ def test_with_a_signing_key_only_signed_versions_load(
     for version, reason in (("unsigned", "unsigned"), ("other-key", "does not verify")):
         redis_client.set(settings.active_key, version)
         wait_until(
-            lambda r=reason: r in (worker.worker.reloader.last_error or ""),
+            lambda r=reason: r in (worker.worker.reloader.last_error or ""),  # type: ignore[misc]
             timeout=settings.active_poll_s + 5,
             what=f"refusal of {version}",
         )

@@ -73,7 +73,7 @@ def test_events_without_a_key_are_scored_beside_keyed_ones(
 def java_partition(key: bytes, settings: Settings) -> int:
     """Where Kafka's Java producer puts a key (murmur2), so that every client of ours agrees
     with it and with each other on where a key's predictions go."""
-    return (murmur2(key) & 0x7FFFFFFF) % settings.topic_partitions
+    return int(murmur2(key) & 0x7FFFFFFF) % settings.topic_partitions
 
 
 def test_every_bad_event_is_dead_lettered_with_its_reason_and_the_rest_scored(

@@ -22,8 +22,8 @@ def test_an_unexpected_error_in_a_check_is_kept_logged_and_counted() -> None:
     consumer: Any = object()  # never touched by a check
     reloader = ModelReloader(
         Settings(),
-        ExplodingRegistry(),
-        ModelHolder(),  # type: ignore[arg-type]
+        ExplodingRegistry(),  # type: ignore[arg-type]  # a stand-in: only versions() is used
+        ModelHolder(),
         consumer,
         metrics,
     )

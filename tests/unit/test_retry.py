@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 from worker.errors import ServiceUnavailable
@@ -11,7 +13,9 @@ def test_backoff_doubles_then_caps() -> None:
 
 
 def test_retry_returns_once_the_action_succeeds() -> None:
-    calls = iter([ConnectionError("down"), ConnectionError("down"), "up"])
+    calls: Iterator[Exception | str] = iter(
+        [ConnectionError("down"), ConnectionError("down"), "up"]
+    )
 
     def action() -> str:
         outcome = next(calls)
