@@ -23,9 +23,8 @@ import joblib
 
 from worker.heap import settle_heap
 from worker.kafka_io import build_consumer, build_producer
-from worker.loop import next_offsets
 from worker.settings import Settings, load_settings
-from worker.transport import Partition, scoring_consumer, scoring_producer
+from worker.transport import Partition, offsets_after, scoring_consumer, scoring_producer
 
 
 def passthrough(settings: Settings, limit: int, stopping: threading.Event) -> None:
@@ -47,12 +46,12 @@ def passthrough(settings: Settings, limit: int, stopping: threading.Event) -> No
             settings.output_topic, [r.value for r in records], [r.key for r in records]
         )
         if in_flight:
-            delivered |= next_offsets(in_flight)
-            consumer.commit_async(next_offsets(in_flight), commit_failures.append)
+            delivered |= offsets_after(in_flight)
+            consumer.commit_async(offsets_after(in_flight), commit_failures.append)
         in_flight = records or None
         moved += len(records)
     if in_flight and not producer.flush(settings.delivery_timeout_s):
-        delivered |= next_offsets(in_flight)
+        delivered |= offsets_after(in_flight)
     consumer.commit(delivered, settings.delivery_timeout_s)
     consumer.close()
     producer.close()

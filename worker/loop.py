@@ -36,6 +36,7 @@ from worker.transport import (
     ScoringConsumer,
     ScoringProducer,
     TransportError,
+    offsets_after,
 )
 
 log = structlog.get_logger(__name__)
@@ -165,7 +166,7 @@ class ScoringLoop:
             decoded,
             predictions,
             model.version,
-            next_offsets(records),
+            offsets_after(records),
             scoring_s=time.monotonic() - started,
         )
 
@@ -389,12 +390,6 @@ def score_isolating_failures(model: LoadedModel, batch: DecodedBatch) -> np.ndar
             )
     batch.keep_rows(keep)
     return np.array(scores, dtype=np.float64)
-
-
-def next_offsets(records: Sequence[Any]) -> dict[Partition, int]:
-    """Per partition, the offset after the batch's last record (records are in offset order
-    per partition, so the last one wins)."""
-    return {(r.topic, r.partition): r.offset + 1 for r in records}
 
 
 def dead_letter_headers(record: Any, reject: Reject, version: str) -> Headers:

@@ -79,6 +79,12 @@ class ScoringProducer(Protocol):
     def close(self) -> None: ...
 
 
+def offsets_after(records: Sequence[Any]) -> dict[Partition, int]:
+    """Per partition, the offset after the batch's last record (records are in offset order
+    per partition, so the last one wins): what a commit of the batch names."""
+    return {(r.topic, r.partition): r.offset + 1 for r in records}
+
+
 # --- kafka-python -------------------------------------------------------------------------
 
 
