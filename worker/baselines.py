@@ -46,8 +46,9 @@ def passthrough(settings: Settings, limit: int, stopping: threading.Event) -> No
             settings.output_topic, [r.value for r in records], [r.key for r in records]
         )
         if in_flight:
-            delivered |= offsets_after(in_flight)
-            consumer.commit_async(offsets_after(in_flight), commit_failures.append)
+            offsets = offsets_after(in_flight)
+            delivered |= offsets
+            consumer.commit_async(offsets, commit_failures.append)
         in_flight = records or None
         moved += len(records)
     if in_flight and not producer.flush(settings.delivery_timeout_s):

@@ -48,7 +48,7 @@ class PartitionTracker:
     Both clients swallow or mangle exceptions raised in rebalance callbacks, so this never
     raises: `before_revoke` must not either."""
 
-    def __init__(self, before_revoke: Callable[[], None] = lambda: None) -> None:
+    def __init__(self, before_revoke: Callable[[], None]) -> None:
         self.assigned: set[Partition] = set()
         self._before_revoke = before_revoke
 
@@ -78,7 +78,7 @@ class BatchStats:
 class OutgoingBatch:
     """A scored batch on its way out: sent, then settled (acknowledged, then committed)."""
 
-    records: list[Any]
+    records: Sequence[Any]
     decoded: DecodedBatch
     predictions: list[bytes]
     version: str
@@ -131,11 +131,9 @@ class ScoringLoop:
             outgoing = self._score(records, self._current_model()) if records else None
             if not self._advance(outgoing):
                 return  # stopped while a batch had not landed: it stays uncommitted
-        in_flight, self._in_flight = self._in_flight, None
-        if in_flight is not None and self._land(in_flight):
-            self._settle(in_flight)
+        self._advance(None)  # stopping: land and commit the batch in flight
 
-    def _poll(self) -> list[Any]:
+    def _poll(self) -> Sequence[Any]:
         try:
             records = self._consumer.poll_batch(
                 self._settings.poll_timeout_ms, self._settings.batch_max_records
@@ -151,9 +149,9 @@ class ScoringLoop:
         if records:
             self._metrics.events_consumed.inc(len(records))
             self._metrics.batch_events.observe(len(records))
-        return list(records)
+        return records
 
-    def _score(self, records: list[Any], model: LoadedModel) -> OutgoingBatch:
+    def _score(self, records: Sequence[Any], model: LoadedModel) -> OutgoingBatch:
         """Decode, score and encode with one model version for the whole batch."""
         started = time.monotonic()
         decoded = decode_batch(
@@ -197,9 +195,7 @@ class ScoringLoop:
             attempt = 0
             failure = batch.send_error or self._flush()
             while failure is not None:
-                self._metrics.kafka_errors.labels("produce").inc()
-                log.error("delivery.failed", error=failure, attempt=attempt, n=len(batch.records))
-                self._replace_producer()
+                self._delivery_failed(batch, failure, attempt=attempt)
                 if self._stopping.wait(
                     backoff_s(attempt, cap_s=self._settings.delivery_retry_max_s)
                 ):
@@ -262,16 +258,21 @@ class ScoringLoop:
         again (at-least-once); retrying here would hold up the whole group."""
         batch, self._in_flight = self._in_flight, None
         try:
-            failure = batch and (batch.send_error or self._flush())
-            if batch is not None and failure is None:
-                self._settle(batch)
-            elif batch is not None:
-                self._metrics.kafka_errors.labels("produce").inc()
-                log.error("delivery.failed_at_rebalance", error=failure, n=len(batch.records))
-                self._replace_producer()
+            if batch is not None:
+                failure = batch.send_error or self._flush()
+                if failure is None:
+                    self._settle(batch)
+                else:
+                    self._delivery_failed(batch, failure, at_rebalance=True)
             self._commit_delivered()
         except Exception as exc:  # a rebalance callback must not raise (see PartitionTracker)
             log.error("rebalance.settle_failed", error=f"{type(exc).__name__}: {exc}")
+
+    def _delivery_failed(self, batch: OutgoingBatch, failure: str, **context: object) -> None:
+        """Count and log it, and start over with a fresh producer."""
+        self._metrics.kafka_errors.labels("produce").inc()
+        log.error("delivery.failed", error=failure, n=len(batch.records), **context)
+        self._replace_producer()
 
     def _replace_producer(self) -> None:
         """A producer that failed may be stuck for good (an idempotent producer whose id the

@@ -75,7 +75,8 @@ class CpuWindow:
     _last: dict[int, float] = field(default_factory=dict)
     _started_at: float = 0.0
     _sampled_at: float = 0.0
-    _own: tuple[float, float] = (0.0, 0.0)
+    _own_first: float = 0.0
+    _own_last: float = 0.0
 
     @property
     def started(self) -> bool:
@@ -85,12 +86,11 @@ class CpuWindow:
         self._read()
         self._first = dict(self._last)
         self._started_at = self._sampled_at
-        self._own = (own_cpu_seconds(), own_cpu_seconds())
+        self._own_first = self._own_last
 
     def sample(self) -> None:
         if self.started:
             self._read()
-            self._own = (self._own[0], own_cpu_seconds())
 
     def cores(self) -> dict[str, float]:
         wall = self._sampled_at - self._started_at
@@ -101,7 +101,7 @@ class CpuWindow:
             return sum(self._last[p] - self._first.get(p, self._last[p]) for p in pids) / wall
 
         contender = [p for p in self._last if p != self.broker_pid]
-        cores = {"contender": used(contender), "bench": (self._own[1] - self._own[0]) / wall}
+        cores = {"contender": used(contender), "bench": (self._own_last - self._own_first) / wall}
         if self.broker_pid is not None:
             cores["broker"] = used([self.broker_pid])
         return cores
@@ -114,4 +114,5 @@ class CpuWindow:
             seconds = cpu_seconds(pid)
             if seconds is not None:
                 self._last[pid] = seconds
+        self._own_last = own_cpu_seconds()
         self._sampled_at = time.monotonic()
