@@ -229,13 +229,26 @@ class JournalProducer(RefusingProducer):
         return ["refused"] if self.flushes in self._refuse else []
 
 
+class BrokenAtFirstFlushProducer(JournalProducer):
+    """A client that fails in an unexpected way (not a delivery failure) on its first flush."""
+
+    def flush(self, timeout_s: float) -> list[str]:
+        if not self.flushes:
+            self.flushes += 1
+            raise RuntimeError("client bug")
+        return super().flush(timeout_s)
+
+
 def run_scripted(
-    batches: int, revoke_at: int = 0, refuse: Sequence[int] = ()
+    batches: int,
+    revoke_at: int = 0,
+    refuse: Sequence[int] = (),
+    producer_type: type[JournalProducer] = JournalProducer,
 ) -> tuple[list[str], ScriptedConsumer, ScoringLoop]:
     journal: list[str] = []
     stopping = threading.Event()
     consumer = ScriptedConsumer(journal, stopping, batches, revoke_at)
-    producer = JournalProducer(journal, refuse)
+    producer = producer_type(journal, refuse)
     loop = loop_with(consumer, lambda: producer, stopping)
     loop.run()
     return journal, consumer, loop
@@ -291,3 +304,14 @@ def test_stopped_while_the_batch_in_flight_is_refused_nothing_more_is_committed(
     assert consumer.commits == [{("in", 0): 1}]
     assert consumer.waited == [{("in", 0): 1}]
     assert loop.events_scored == 1
+
+
+def test_an_unexpected_error_while_settling_at_a_rebalance_is_contained() -> None:
+    """Raised inside the client's rebalance callback it would be swallowed or mangled; the
+    loop logs it, leaves that batch uncommitted and goes on."""
+    _, consumer, loop = run_scripted(
+        batches=3, revoke_at=2, producer_type=BrokenAtFirstFlushProducer
+    )
+    assert consumer.commits == [{("in", 0): 2}, {("in", 0): 3}]
+    assert consumer.waited == [{("in", 0): 3}]
+    assert loop.events_scored == 2
