@@ -21,14 +21,14 @@ import pytest
 import redis
 from kafka import KafkaProducer
 
-from worker.artifacts import inspect_estimator
-from worker.kafka_io import client_options, connect_redis, ensure_topics, topic_reader
-from worker.processes import EMBEDDED_GROUP_TIMING
-from worker.registry import Registry
+from worker.infra.clients import client_options, connect_redis, ensure_topics, topic_reader
+from worker.models.artifacts import inspect_estimator
+from worker.models.registry import Registry
 from worker.service import Worker
 from worker.settings import Settings, env_name
-from worker.stack import free_port, start_broker, start_redis
-from worker.synthetic import FEATURES, event_bytes, train
+from worker.tools.processes import EMBEDDED_GROUP_TIMING
+from worker.tools.stack import free_port, start_broker, start_redis
+from worker.tools.synthetic import FEATURES, event_bytes, train
 
 REPO = Path(__file__).resolve().parent.parent
 

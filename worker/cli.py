@@ -1,9 +1,10 @@
-"""`scorer`: the composition root. Parses flags, builds settings, maps errors to exit codes."""
+"""`scorer`: the composition root. Parses flags, builds settings, runs one command and maps
+its errors to exit codes. Operator commands live in worker/commands/, tooling in worker/tools/
+(imported only by the commands that need it, so `scorer run` never loads it)."""
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
 import signal
 import sys
@@ -13,23 +14,29 @@ from types import FrameType
 
 import orjson
 import structlog
-from kafka.errors import KafkaError
 
-from worker.artifacts import inspect_estimator, load_estimator
-from worker.control import announce
+from worker.commands.model import (
+    cmd_model_activate,
+    cmd_model_list,
+    cmd_model_publish,
+    cmd_model_rollback,
+)
+from worker.commands.status import cmd_status
 from worker.errors import ConfigError, ScorerError
-from worker.kafka_io import build_producer, connect_redis
-from worker.logs import configure_logging
-from worker.registry import Registry, RegistryEntry
+from worker.infra.clients import build_producer
+from worker.ops.logs import configure_logging
 from worker.settings import Settings, load_settings, parse_overrides
-from worker.stack import stack_down, stack_up
 
 log = structlog.get_logger(__name__)
 
 DEFAULT_STATE_DIR = Path(".scorer/stack")
-_ANNOUNCE_TIMEOUT_S = 10.0
 
 Command = Callable[[argparse.Namespace, Settings], int]
+
+_DESCRIPTION = (
+    "Score ad-click feature events from Kafka with the model version that Redis names as "
+    "active, and operate the model registry and the fleet."
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -60,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME=VALUE",
         help="override one setting (repeatable)",
     )
-    parser = argparse.ArgumentParser(prog="scorer", description=__doc__)
+    parser = argparse.ArgumentParser(prog="scorer", description=_DESCRIPTION)
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     run = commands.add_parser(
@@ -180,7 +187,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
     processes = _process_count(args.processes)
     if processes > 1:
-        from worker.supervisor import run_supervised
+        from worker.ops.supervisor import run_supervised
 
         child_args = ["--config", str(args.config)] if args.config else []
         for override in args.set:
@@ -215,95 +222,9 @@ def install_stop_handlers(stop: Callable[[], None]) -> None:
     signal.signal(signal.SIGINT, handle)
 
 
-def _registry(settings: Settings) -> Registry:
-    return Registry(connect_redis(settings), settings.registry_prefix, settings.active_key)
-
-
-def cmd_model_publish(args: argparse.Namespace, settings: Settings) -> int:
-    try:
-        data = args.file.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"cannot read {args.file}: {exc.strerror}") from None
-    features = [f.strip() for f in args.features.split(",")] if args.features else None
-    info = inspect_estimator(load_estimator(data), features)
-    entry = _registry(settings).publish(data, args.version, info, args.note, settings.signing_key)
-    print(
-        f"published {entry.version} sha256={entry.sha256} {entry.estimator_class} "
-        f"features={len(entry.features)}"
-    )
-    if args.activate:
-        return _activate(settings, lambda registry: registry.activate(args.version))
-    return 0
-
-
-def cmd_model_activate(args: argparse.Namespace, settings: Settings) -> int:
-    return _activate(settings, lambda registry: registry.activate(args.version))
-
-
-def cmd_model_rollback(args: argparse.Namespace, settings: Settings) -> int:
-    return _activate(settings, lambda registry: registry.rollback())
-
-
-def _activate(settings: Settings, switch: Callable[[Registry], RegistryEntry]) -> int:
-    """Switch in Redis (the truth), then announce on the control topic (the trigger)."""
-    entry = switch(_registry(settings))
-    print(f"active version is now {entry.version} (sha256={entry.sha256})")
-    quick = settings.replace(startup_timeout_s=min(settings.startup_timeout_s, _ANNOUNCE_TIMEOUT_S))
-    try:
-        producer = build_producer(quick)
-        try:
-            announce(producer, settings.control_topic, entry, _ANNOUNCE_TIMEOUT_S)
-        finally:
-            producer.close(timeout=_ANNOUNCE_TIMEOUT_S)
-    except (ScorerError, KafkaError) as exc:
-        print(
-            f"scorer: warning: control message not sent ({exc}); workers pick the change up "
-            f"within active_poll_s={settings.active_poll_s:g}s",
-            file=sys.stderr,
-        )
-    return 0
-
-
-def cmd_model_list(args: argparse.Namespace, settings: Settings) -> int:
-    registry = _registry(settings)
-    active = registry.active_version()
-    entries = registry.versions()
-    if args.json:
-        rows = [entry.summary() | {"active": entry.version == active} for entry in entries]
-        print(
-            orjson.dumps({"active": active, "versions": rows}, option=orjson.OPT_INDENT_2).decode()
-        )
-        return 0
-    print(f"{'':2}{'VERSION':<12}{'CLASS':<28}{'FEATURES':>8}  {'SHA256':<14}{'CREATED':<22}NOTE")
-    for entry in entries:
-        mark = "*" if entry.version == active else " "
-        created = _iso(entry.created_at)
-        short_class = entry.estimator_class.rsplit(".", 1)[-1]
-        print(
-            f"{mark:2}{entry.version:<12}{short_class:<28}{len(entry.features):>8}  "
-            f"{entry.sha256[:12]:<14}{created:<22}{entry.note}"
-        )
-    if active is not None and active not in {entry.version for entry in entries}:
-        print(f"warning: active key names {active}, which is not in the registry", file=sys.stderr)
-    return 0
-
-
-def _iso(epoch_s: float) -> str:
-    return dt.datetime.fromtimestamp(epoch_s, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
-
-
-def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    from worker.status import collect_status, render_status
-
-    status = collect_status(settings, connect_redis(settings))
-    if args.json:
-        print(orjson.dumps(status, option=orjson.OPT_INDENT_2).decode())
-    else:
-        print(render_status(status))
-    return 0
-
-
 def cmd_stack_up(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.tools.stack import stack_up
+
     state = stack_up(args.state_dir, args.kafka_port, args.redis_port)
     print(
         f"# broker pid {state.broker_pid}, redis-server pid {state.redis_pid}; "
@@ -314,13 +235,15 @@ def cmd_stack_up(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_stack_down(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.tools.stack import stack_down
+
     state = stack_down(args.state_dir)
     print("stack stopped" if state else "no stack was running")
     return 0
 
 
 def cmd_loadgen(args: argparse.Namespace, settings: Settings) -> int:
-    from worker.loadgen import generate
+    from worker.tools.loadgen import generate
 
     if not 0 <= args.bad_fraction <= 1 or args.count < 0 or args.rate < 0:
         raise ConfigError("--count and --rate must be >= 0 and --bad-fraction within 0..1")
@@ -347,7 +270,7 @@ def cmd_loadgen(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
-    from worker.bench import BenchOptions, run_bench
+    from worker.tools.bench import BenchOptions, run_bench
 
     default_events = 1_000_000 if args.mode == "backlog" else 50_000
     options = BenchOptions(
@@ -368,6 +291,6 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    from worker.demo import run_demo
+    from worker.tools.demo import run_demo
 
     return run_demo(settings, args.events, args.rate)

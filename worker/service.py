@@ -10,17 +10,18 @@ from typing import Any
 
 import structlog
 
-from worker.control import ModelReloader
-from worker.health import HealthServer, HealthSources, Readiness
-from worker.heap import settle_heap
-from worker.heartbeat import Heartbeat, workers_key_prefix
-from worker.kafka_io import build_consumer, connect_redis, ensure_topics
-from worker.loop import ScoringLoop
-from worker.metrics import WorkerMetrics
-from worker.models import LoadedModel, ModelHolder
-from worker.registry import Registry
+from worker.infra.clients import build_consumer, connect_redis, ensure_topics
+from worker.models.holder import LoadedModel, ModelHolder
+from worker.models.registry import Registry
+from worker.models.reloader import ModelReloader
+from worker.ops.health import HealthServer, HealthSources, Readiness
+from worker.ops.heartbeat import Heartbeat, workers_key_prefix
+from worker.ops.metrics import WorkerMetrics
 from worker.settings import Settings
-from worker.transport import scoring_consumer, scoring_producer
+from worker.stream.factory import scoring_consumer, scoring_producer
+from worker.stream.heap import settle_heap
+from worker.stream.loop import ScoringLoop
+from worker.stream.predict import predict_body
 
 log = structlog.get_logger(__name__)
 
@@ -55,7 +56,10 @@ class Worker:
     def run(self) -> None:
         settings = self.settings
         self.health = HealthServer(
-            settings.metrics_host, settings.metrics_port, self.metrics, self._health_sources()
+            settings.metrics_host,
+            settings.metrics_port,
+            self.metrics.registry,
+            self._health_sources(),
         )
         self.health.start()
         try:
@@ -133,11 +137,11 @@ class Worker:
         return model
 
     def _health_sources(self) -> HealthSources:
+        max_event_bytes = self.settings.max_event_bytes
         return HealthSources(
             alive=self.alive,
             readiness=self.readiness,
-            current_model=self.holder.current,
-            max_event_bytes=self.settings.max_event_bytes,
+            predict=lambda body: predict_body(body, self.holder.current(), max_event_bytes),
         )
 
     def alive(self) -> bool:

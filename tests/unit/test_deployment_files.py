@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 import yaml
 
-from worker.metrics import WorkerMetrics
+from worker.ops.metrics import WorkerMetrics
 from worker.settings import ENV_PREFIX, Settings, setting_names
 
 REPO = Path(__file__).resolve().parents[2]
@@ -70,7 +70,7 @@ def test_topics_created_by_compose_match_the_worker_settings() -> None:
 
 
 def test_prometheus_scrapes_the_workers_metrics_port() -> None:
-    config = yaml.safe_load((REPO / "config/prometheus.yml").read_text())
+    config = yaml.safe_load((REPO / "deploy/prometheus/prometheus.yml").read_text())
     [job] = config["scrape_configs"]
     port = job["dns_sd_configs"][0]["port"]
     assert port == Settings().metrics_port
@@ -79,7 +79,7 @@ def test_prometheus_scrapes_the_workers_metrics_port() -> None:
 
 
 def test_dashboard_queries_only_metrics_the_worker_exports() -> None:
-    dashboard = orjson.loads((REPO / "config/grafana/dashboards/scorer.json").read_bytes())
+    dashboard = orjson.loads((REPO / "deploy/grafana/dashboards/scorer.json").read_bytes())
     expressions = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
     used = {name for expr in expressions for name in re.findall(r"scorer_[a-z_]+", expr)}
     assert used and used <= exported_metric_names(), used - exported_metric_names()

@@ -1,0 +1,199 @@
+"""Outages with real processes: Redis and the broker go away and come back; a worker that
+cannot produce never commits what it did not deliver."""
+
+from __future__ import annotations
+
+import resource
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from tests.conftest import Broker, RedisServer, TopicReader, send_events, wait_until
+from tests.integration.ops.test_operations import http, metric
+from worker.infra.clients import client_options, ensure_topics
+from worker.ops.heartbeat import workers_key_prefix
+from worker.settings import Settings
+from worker.tools.stack import free_port, start_broker
+from worker.tools.synthetic import event_bytes, feature_rows
+
+pytestmark = pytest.mark.integration
+
+
+def test_redis_outage_keeps_scoring_with_the_loaded_model_and_recovers(
+    settings: Settings,
+    publish: Any,
+    logistic: Any,
+    producer: KafkaProducer,
+    reader: TopicReader,
+    worker_factory: Any,
+    redis_server: RedisServer,
+    redis_client: Any,
+) -> None:
+    publish(logistic, "v1")
+    worker = worker_factory(settings)
+    first = send_events(producer, settings.input_topic, feature_rows(100, seed=1), prefix="a")
+    wait_until(lambda: set(first) <= reader.scored_ids(), what="scoring before the outage")
+
+    redis_server.stop()
+    try:
+        wait_until(
+            lambda: worker.worker.reloader.redis_error is not None,
+            timeout=settings.active_poll_s + 10,
+            what="the outage noticed",
+        )
+        during = send_events(producer, settings.input_topic, feature_rows(100, seed=2), "b")
+        wait_until(lambda: set(during) <= reader.scored_ids(), what="scoring during the outage")
+        status, body = http(worker, "/readyz")
+        assert status == 200 and b"redis unreachable" in body
+        text = http(worker, "/metrics")[1].decode()
+        assert metric(text, "scorer_redis_errors_total", operation="reload_check") >= 1
+    finally:
+        redis_server.start()
+
+    wait_until(
+        lambda: worker.worker.reloader.redis_error is None,
+        timeout=settings.active_poll_s + 10,
+        what="reload checks resumed",
+    )
+    heartbeat_key = workers_key_prefix(settings.registry_prefix) + worker.worker.worker_id
+    wait_until(lambda: redis_client.exists(heartbeat_key), timeout=15, what="heartbeats resumed")
+    assert {p["model_version"] for p in reader.predictions} == {"v1"}
+    assert worker.thread.is_alive() and worker.error is None
+
+
+def test_broker_outage_the_worker_neither_exits_nor_spins_and_resumes(
+    settings: Settings,
+    publish: Any,
+    logistic: Any,
+    worker_factory: Any,
+    broker: Broker,
+) -> None:
+    publish(logistic, "v1")
+    ensure_topics(settings)
+    worker = worker_factory(settings)
+    before = TopicReader(settings).start()
+    producer = KafkaProducer(**client_options(settings))
+    try:
+        first = send_events(producer, settings.input_topic, feature_rows(100, seed=1), "a")
+        wait_until(lambda: set(first) <= before.scored_ids(), what="scoring before the outage")
+    finally:
+        before.stop()
+        producer.close()
+
+    broker.stop()
+    cpu_before = worker_cpu_s()
+    threading.Event().wait(5)  # the outage lasts a while
+    assert worker.thread.is_alive() and worker.error is None
+    assert worker_cpu_s() - cpu_before < 3.0, "the worker spun during the outage"
+    broker.start()  # same port; the embedded broker keeps nothing, so topics are created again
+
+    ensure_topics(settings)
+    after = TopicReader(settings).start()
+    producer = KafkaProducer(**client_options(settings))
+    try:
+        later = send_events(producer, settings.input_topic, feature_rows(100, seed=2), "b")
+        wait_until(
+            lambda: set(later) <= after.scored_ids(),
+            timeout=90,
+            what="scoring after the broker came back",
+        )
+    finally:
+        after.stop()
+        producer.close()
+
+
+def worker_cpu_s() -> float:
+    """CPU seconds of this test process, where the worker thread runs."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+@pytest.fixture
+def refusing_broker(tmp_path: Path) -> Iterator[str]:
+    """A broker that refuses every record written to `refused-predictions` (its schema
+    requires a field no prediction has), the way a real broker refuses what it will not take."""
+    schema = {
+        "type": "object",
+        "properties": {"value": {"type": "object", "required": ["never_present"]}},
+    }
+    (tmp_path / "refused-predictions.json").write_bytes(orjson.dumps(schema))
+    port = free_port()
+    process = start_broker(port, tmp_path / "broker.log", schema_dir=tmp_path)
+    yield f"127.0.0.1:{port}"
+    process.terminate()
+    process.wait(10)
+
+
+def test_predictions_the_broker_refuses_are_never_committed_and_nothing_is_lost(
+    settings: Settings,
+    client_settings: Settings,
+    publish: Any,
+    logistic: Any,
+    worker_factory: Any,
+    refusing_broker: str,
+) -> None:
+    refused = client_settings.replace(
+        kafka_bootstrap=refusing_broker,
+        output_topic="refused-predictions",
+        delivery_timeout_s=2.0,
+        delivery_retry_max_s=1.0,
+    )
+    publish(logistic, "v1")
+    ensure_topics(refused)
+    producer = KafkaProducer(**client_options(refused))
+    futures = [
+        producer.send(refused.input_topic, key=f"e-{i}".encode(), value=event_bytes(f"e-{i}", row))
+        for i, row in enumerate(feature_rows(200, seed=3))
+    ]
+    producer.flush()
+    producer.close()
+    last: dict[TopicPartition, int] = {}
+    for future in futures:
+        metadata = future.get()
+        last[metadata.topic_partition] = metadata.offset
+
+    stuck = worker_factory(refused)
+    registry = stuck.worker.metrics.registry
+    wait_until(
+        lambda: (
+            (registry.get_sample_value("scorer_kafka_errors_total", {"operation": "produce"}) or 0)
+            >= 3
+        ),
+        what="deliveries refused again and again",
+    )
+    assert stuck.thread.is_alive() and stuck.error is None
+    assert set(committed(refused, last).values()) == {None}
+    stuck.stop()  # stopping mid-retry leaves the batch uncommitted
+    assert set(committed(refused, last).values()) == {None}
+
+    accepted = refused.replace(output_topic="accepted-predictions")
+    ensure_topics(accepted)
+    reader = TopicReader(accepted).start()
+    try:
+        worker_factory(accepted)
+        wait_until(
+            lambda: len(reader.scored_ids()) == 200,
+            timeout=60,
+            what="every event scored by the next worker",
+        )
+    finally:
+        reader.stop()
+    wait_until(
+        lambda: committed(accepted, last) == {tp: o + 1 for tp, o in last.items()},
+        what="offsets committed once delivered",
+    )
+
+
+def committed(settings: Settings, partitions: dict[TopicPartition, int]) -> dict[Any, Any]:
+    group = KafkaConsumer(
+        **client_options(settings), group_id=settings.group_id, enable_auto_commit=False
+    )
+    try:
+        return {tp: group.committed(tp) for tp in partitions}
+    finally:
+        group.close(autocommit=False)

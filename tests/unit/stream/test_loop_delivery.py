@@ -1,0 +1,317 @@
+"""The loop's delivery policy with stand-in clients (pure unit tests: the real thing is in
+tests/integration/stream/test_survival.py and test_delivery.py)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import orjson
+
+from worker.errors import ServiceUnavailable
+from worker.models.holder import LoadedModel
+from worker.ops.metrics import WorkerMetrics
+from worker.settings import Settings
+from worker.stream.loop import ScoringLoop
+from worker.stream.transport import Headers, Partition, RebalanceCallbacks, Record, TransportError
+
+EVENT = orjson.dumps({"event_id": "e-1", "features": {"f0": 1.0}})
+
+
+class OneBatchConsumer:
+    def __init__(self) -> None:
+        self.commits: list[dict[Partition, int]] = []  # not waited for
+        self.waited: list[dict[Partition, int]] = []  # waited for: at a rebalance and the stop
+
+    def subscribe(self, topic: str, callbacks: RebalanceCallbacks) -> None:
+        pass
+
+    def poll_batch(self, timeout_ms: int, max_records: int) -> Sequence[Any]:
+        return [Record("in", 0, 41, b"k", EVENT)]
+
+    def commit(self, next_offsets: dict[Partition, int], timeout_s: float) -> None:
+        self.waited.append(next_offsets)
+
+    def commit_async(
+        self, next_offsets: dict[Partition, int], on_failure: Callable[[str], None]
+    ) -> None:
+        self.commits.append(next_offsets)
+
+    def highwater(self, partition: Partition) -> int | None:
+        return 42
+
+    def close(self) -> None:
+        pass
+
+
+class RefusingProducer:
+    def __init__(self) -> None:
+        self.closed = False
+
+    def send(
+        self, topic: str, value: bytes | None, key: bytes | None, headers: Headers | None = None
+    ) -> None:
+        assert not self.closed, "sent through a closed producer"
+
+    def send_many(
+        self, topic: str, values: Sequence[bytes | None], keys: Sequence[bytes | None]
+    ) -> None:
+        for value, key in zip(values, keys, strict=True):
+            self.send(topic, value, key)
+
+    def flush(self, timeout_s: float) -> list[str]:
+        return ["refused"]
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def model() -> LoadedModel:
+    return LoadedModel("v1", "sha", ("f0",), "regressor", lambda m: np.zeros(len(m)))
+
+
+def loop_with(
+    consumer: OneBatchConsumer,
+    factory: Any,
+    stopping: threading.Event,
+    metrics: WorkerMetrics | None = None,
+) -> ScoringLoop:
+    return ScoringLoop(
+        Settings(delivery_retry_max_s=0.01),
+        consumer=consumer,
+        producer_factory=factory,
+        current_model=model,
+        stopping=stopping,
+        metrics=metrics or WorkerMetrics(),
+    )
+
+
+def test_a_producer_that_cannot_be_rebuilt_is_kept_open_and_nothing_is_committed() -> None:
+    """Each retry sends through the kept producer; sending through a closed one would fail."""
+    first = RefusingProducer()
+    stopping = threading.Event()
+    builds: list[int] = []
+
+    def factory() -> RefusingProducer:
+        builds.append(1)
+        if len(builds) == 1:
+            return first
+        if len(builds) == 4:
+            stopping.set()
+        raise ServiceUnavailable("broker away")
+
+    consumer = OneBatchConsumer()
+    loop = loop_with(consumer, factory, stopping)
+    loop.run()
+    assert len(builds) == 4  # three retries, each after a failed rebuild
+    assert consumer.commits == [] and consumer.waited == []
+    assert loop.events_scored == 0  # an undelivered batch is not counted as scored
+
+
+def test_a_rebuilt_producer_replaces_the_failed_one_which_is_closed() -> None:
+    built: list[RefusingProducer] = []
+    stopping = threading.Event()
+
+    def factory() -> RefusingProducer:
+        built.append(RefusingProducer())
+        if len(built) == 3:
+            stopping.set()
+        return built[-1]
+
+    consumer = OneBatchConsumer()
+    loop_with(consumer, factory, stopping).run()
+    assert [p.closed for p in built] == [True, True, True]  # last one closed by the stop
+    assert consumer.commits == [] and consumer.waited == []
+
+
+class AckingProducer(RefusingProducer):
+    def flush(self, timeout_s: float) -> list[str]:
+        return []
+
+
+class FlakyConsumer(OneBatchConsumer):
+    """The first poll and every commit fail; the loop must count, log and go on."""
+
+    def __init__(self, stopping: threading.Event) -> None:
+        super().__init__()
+        self._stopping = stopping
+        self.polls = 0
+
+    def poll_batch(self, timeout_ms: int, max_records: int) -> Sequence[Any]:
+        self.polls += 1
+        if self.polls == 1:
+            raise TransportError("fetch failed")
+        if self.polls == 3:
+            self._stopping.set()
+        return super().poll_batch(timeout_ms, max_records)
+
+    def commit(self, next_offsets: dict[Partition, int], timeout_s: float) -> None:
+        raise TransportError("not the coordinator")
+
+    def commit_async(
+        self, next_offsets: dict[Partition, int], on_failure: Callable[[str], None]
+    ) -> None:
+        on_failure("not the coordinator")
+
+
+def test_poll_and_commit_failures_are_counted_and_the_loop_goes_on() -> None:
+    stopping = threading.Event()
+    consumer = FlakyConsumer(stopping)
+    metrics = WorkerMetrics()
+    loop = loop_with(consumer, AckingProducer, stopping, metrics)
+    loop.run()
+    registry = metrics.registry
+    assert registry.get_sample_value("scorer_kafka_errors_total", {"operation": "poll"}) == 1
+    # two batches' commits, then the one waited for at the stop
+    assert registry.get_sample_value("scorer_kafka_errors_total", {"operation": "commit"}) == 3
+    assert loop.events_scored == 2  # delivered, though not committed: at-least-once
+
+
+class ScriptedConsumer(OneBatchConsumer):
+    """Serves `batches` polls of one record each (offsets 0, 1, ...), then sets `stopping`;
+    optionally revokes every partition inside one poll, as a rebalance does."""
+
+    def __init__(
+        self, journal: list[str], stopping: threading.Event, batches: int, revoke_at: int = 0
+    ) -> None:
+        super().__init__()
+        self.journal = journal
+        self._stopping = stopping
+        self._batches = batches
+        self._revoke_at = revoke_at
+        self._callbacks: RebalanceCallbacks | None = None
+        self.polls = 0
+
+    def subscribe(self, topic: str, callbacks: RebalanceCallbacks) -> None:
+        self._callbacks = callbacks
+        callbacks.on_partitions_assigned([("in", 0)])
+
+    def poll_batch(self, timeout_ms: int, max_records: int) -> Sequence[Any]:
+        self.polls += 1
+        self.journal.append(f"poll {self.polls}")
+        if self.polls == self._revoke_at and self._callbacks is not None:
+            self._callbacks.on_partitions_revoked([("in", 0)])
+            self._callbacks.on_partitions_assigned([("in", 0)])
+        if self.polls == self._batches:
+            self._stopping.set()
+        return [Record("in", 0, self.polls - 1, b"k", EVENT)]
+
+    def commit(self, next_offsets: dict[Partition, int], timeout_s: float) -> None:
+        self.journal.append(f"commit {next_offsets[('in', 0)]}, waited")
+        super().commit(next_offsets, timeout_s)
+
+    def commit_async(
+        self, next_offsets: dict[Partition, int], on_failure: Callable[[str], None]
+    ) -> None:
+        self.journal.append(f"commit {next_offsets[('in', 0)]}")
+        super().commit_async(next_offsets, on_failure)
+
+
+class JournalProducer(RefusingProducer):
+    """Records sends and flushes; refuses the flushes numbered in `refuse`."""
+
+    def __init__(self, journal: list[str], refuse: Sequence[int] = ()) -> None:
+        super().__init__()
+        self.journal = journal
+        self._refuse = refuse
+        self.flushes = 0
+
+    def send(
+        self, topic: str, value: bytes | None, key: bytes | None, headers: Headers | None = None
+    ) -> None:
+        self.journal.append("send")
+
+    def flush(self, timeout_s: float) -> list[str]:
+        self.flushes += 1
+        self.journal.append("flush")
+        return ["refused"] if self.flushes in self._refuse else []
+
+
+class BrokenAtFirstFlushProducer(JournalProducer):
+    """A client that fails in an unexpected way (not a delivery failure) on its first flush."""
+
+    def flush(self, timeout_s: float) -> list[str]:
+        if not self.flushes:
+            self.flushes += 1
+            raise RuntimeError("client bug")
+        return super().flush(timeout_s)
+
+
+def run_scripted(
+    batches: int,
+    revoke_at: int = 0,
+    refuse: Sequence[int] = (),
+    producer_type: type[JournalProducer] = JournalProducer,
+) -> tuple[list[str], ScriptedConsumer, ScoringLoop]:
+    journal: list[str] = []
+    stopping = threading.Event()
+    consumer = ScriptedConsumer(journal, stopping, batches, revoke_at)
+    producer = producer_type(journal, refuse)
+    loop = loop_with(consumer, lambda: producer, stopping)
+    loop.run()
+    return journal, consumer, loop
+
+
+def test_one_batch_in_flight_acked_after_the_next_poll_committed_after_the_next_send() -> None:
+    journal, _, loop = run_scripted(batches=3)
+    assert journal == [
+        *("poll 1", "send"),
+        *("poll 2", "flush", "send", "commit 1"),
+        *("poll 3", "flush", "send", "commit 2"),
+        *("flush", "commit 3"),  # stopping: the batch in flight lands and is committed,
+        "commit 3, waited",  # then everything delivered, waited for
+    ]
+    assert loop.events_scored == 3
+
+
+def test_a_rebalance_lands_and_commits_the_batch_in_flight_before_the_partitions_go() -> None:
+    journal, consumer, loop = run_scripted(batches=3, revoke_at=2)
+    assert journal[:7] == [
+        *("poll 1", "send", "poll 2"),
+        *("flush", "commit 1", "commit 1, waited"),  # inside poll 2, before the revocation
+        "send",
+    ]
+    assert consumer.commits == [{("in", 0): 1}, {("in", 0): 2}, {("in", 0): 3}]  # once each
+    assert consumer.waited == [{("in", 0): 1}, {("in", 0): 3}]
+    assert loop.events_scored == 3
+
+
+def test_a_batch_that_fails_at_a_rebalance_is_left_uncommitted_for_the_next_owner() -> None:
+    journal, consumer, loop = run_scripted(batches=3, revoke_at=2, refuse=[1])
+    assert journal[:5] == ["poll 1", "send", "poll 2", "flush", "send"]  # no commit 1, no retry
+    assert consumer.commits == [{("in", 0): 2}, {("in", 0): 3}]
+    assert consumer.waited == [{("in", 0): 3}]
+    assert loop.events_scored == 2
+
+
+def test_a_failed_batch_is_sent_again_before_the_next_batch_is_sent() -> None:
+    journal, _, _ = run_scripted(batches=3, refuse=[1])
+    assert journal == [
+        *("poll 1", "send"),
+        *("poll 2", "flush"),  # batch 1 refused
+        *("send", "flush"),  # batch 1 again, through a fresh producer
+        *("send", "commit 1"),  # only now batch 2
+        *("poll 3", "flush", "send", "commit 2"),
+        *("flush", "commit 3", "commit 3, waited"),
+    ]
+
+
+def test_stopped_while_the_batch_in_flight_is_refused_nothing_more_is_committed() -> None:
+    journal, consumer, loop = run_scripted(batches=2, refuse=[2])
+    assert journal[-3:] == ["commit 1", "flush", "commit 1, waited"]  # batch 2 left as is
+    assert consumer.commits == [{("in", 0): 1}]
+    assert consumer.waited == [{("in", 0): 1}]
+    assert loop.events_scored == 1
+
+
+def test_an_unexpected_error_while_settling_at_a_rebalance_is_contained() -> None:
+    """Raised inside the client's rebalance callback it would be swallowed or mangled; the
+    loop logs it, leaves that batch uncommitted and goes on."""
+    _, consumer, loop = run_scripted(
+        batches=3, revoke_at=2, producer_type=BrokenAtFirstFlushProducer
+    )
+    assert consumer.commits == [{("in", 0): 2}, {("in", 0): 3}]
+    assert consumer.waited == [{("in", 0): 3}]
+    assert loop.events_scored == 2

@@ -1,0 +1,2 @@
+"""Connections: Kafka and Redis client builders (TLS, SASL), topic creation, bounded retries.
+May import: settings, errors."""

@@ -1,0 +1,24 @@
+"""The one place that chooses the scoring loop's Kafka client from `kafka_client`."""
+
+from __future__ import annotations
+
+from worker.infra.clients import build_consumer, build_producer
+from worker.settings import Settings
+from worker.stream.kafka_python import KafkaPythonConsumer, KafkaPythonProducer
+from worker.stream.transport import ScoringConsumer, ScoringProducer
+
+
+def scoring_consumer(settings: Settings) -> ScoringConsumer:
+    if settings.kafka_client == "confluent":
+        from worker.stream.confluent import ConfluentConsumer
+
+        return ConfluentConsumer(settings)
+    return KafkaPythonConsumer(build_consumer(settings))
+
+
+def scoring_producer(settings: Settings) -> ScoringProducer:
+    if settings.kafka_client == "confluent":
+        from worker.stream.confluent import ConfluentProducer
+
+        return ConfluentProducer(settings)
+    return KafkaPythonProducer(build_producer(settings))

@@ -1,0 +1,116 @@
+"""The kafka-python transport (`kafka_client = "kafka-python"`, the default)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import KafkaError
+from kafka.structs import OffsetAndMetadata
+
+from worker.stream.partitioning import key_partitions
+from worker.stream.transport import Headers, Partition, RebalanceCallbacks, TransportError
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, callbacks: RebalanceCallbacks) -> None:
+        self._callbacks = callbacks
+
+    def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
+        self._callbacks.on_partitions_revoked(revoked)
+
+    def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
+        self._callbacks.on_partitions_assigned(assigned)
+
+
+class KafkaPythonConsumer:
+    def __init__(self, consumer: KafkaConsumer) -> None:
+        self._consumer = consumer
+
+    def subscribe(self, topic: str, callbacks: RebalanceCallbacks) -> None:
+        self._consumer.subscribe([topic], listener=_Listener(callbacks))
+
+    def poll_batch(self, timeout_ms: int, max_records: int) -> Sequence[Any]:
+        try:
+            batches = self._consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
+        except KafkaError as exc:
+            raise TransportError(str(exc)) from exc
+        return [record for records in batches.values() for record in records]
+
+    def commit(self, next_offsets: dict[Partition, int], timeout_s: float) -> None:
+        try:
+            self._consumer.commit(_kafka_offsets(next_offsets), timeout_ms=int(timeout_s * 1000))
+        except KafkaError as exc:
+            raise TransportError(str(exc)) from exc
+
+    def commit_async(
+        self, next_offsets: dict[Partition, int], on_failure: Callable[[str], None]
+    ) -> None:
+        def done(offsets: object, result: object) -> None:
+            if isinstance(result, Exception):
+                on_failure(f"{type(result).__name__}: {result}")
+
+        try:
+            self._consumer.commit_async(_kafka_offsets(next_offsets), callback=done)
+        except KafkaError as exc:
+            on_failure(f"{type(exc).__name__}: {exc}")
+
+    def highwater(self, partition: Partition) -> int | None:
+        value = self._consumer.highwater(TopicPartition(*partition))
+        return int(value) if value is not None else None
+
+    def close(self) -> None:
+        self._consumer.close(autocommit=False)
+
+
+def _kafka_offsets(next_offsets: dict[Partition, int]) -> dict[TopicPartition, OffsetAndMetadata]:
+    return {
+        TopicPartition(*tp): OffsetAndMetadata(offset, "", -1)
+        for tp, offset in next_offsets.items()
+    }
+
+
+class KafkaPythonProducer:
+    def __init__(self, producer: KafkaProducer) -> None:
+        self._producer = producer
+        self._futures: list[Any] = []
+
+    def send(
+        self, topic: str, value: bytes | None, key: bytes | None, headers: Headers | None = None
+    ) -> None:
+        try:
+            self._futures.append(self._producer.send(topic, value=value, key=key, headers=headers))
+        except KafkaError as exc:  # e.g. no metadata for the topic within max_block_ms
+            raise TransportError(f"{type(exc).__name__}: {exc}") from exc
+
+    def send_many(
+        self, topic: str, values: Sequence[bytes | None], keys: Sequence[bytes | None]
+    ) -> None:
+        """The default partitioner's choice for every key, computed for the batch at once
+        (partitioning.py), then passed to each send. Records without a key, which the
+        client spreads at random, keep its per-record choice."""
+        if None in keys:
+            for value, key in zip(values, keys, strict=True):
+                self.send(topic, value, key)
+            return
+        send, futures = self._producer.send, self._futures
+        try:
+            partitions = key_partitions(keys, self._producer.partitions_for(topic))  # type: ignore[arg-type]  # no None
+            for value, key, partition in zip(values, keys, partitions, strict=True):
+                futures.append(send(topic, value=value, key=key, partition=partition))
+        except KafkaError as exc:
+            raise TransportError(f"{type(exc).__name__}: {exc}") from exc
+
+    def flush(self, timeout_s: float) -> list[str]:
+        futures, self._futures = self._futures, []
+        try:
+            self._producer.flush(timeout=timeout_s)
+        except KafkaError as exc:
+            return [f"flush did not complete: {type(exc).__name__}: {exc}"]
+        return [str(f.exception) for f in futures if not f.succeeded()]
+
+    def close(self) -> None:
+        """Drop what is still buffered: called after a delivered batch, or to replace a failed
+        producer, whose batch is then sent again by a fresh one."""
+        self._producer.close(timeout=0)

@@ -1,0 +1,411 @@
+"""The consume → score → produce → commit loop, with its rebalance listener.
+
+Delivery is at-least-once: a batch's offsets are committed only after every prediction and
+dead-letter record of it is acknowledged.
+
+One batch is in flight at a time, so waiting on the broker overlaps with work:
+
+    poll N+1 → score N+1 → wait for N's acks → send N+1 → commit N (not waited for) → poll N+2
+
+The producer ships N while N+1 is polled and scored. Batch N+1 is sent only once N has
+landed, so a resend of N never overtakes N+1. Commits in the stream are not waited for; a
+rebalance (inside poll) and the stop first land the batch in flight, then commit everything
+delivered and wait for that commit.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import structlog
+
+from worker.errors import ScorerError
+from worker.infra.retry import backoff_s
+from worker.models.holder import LoadedModel
+from worker.ops.metrics import WorkerMetrics
+from worker.settings import Settings
+from worker.stream.events import DecodedBatch, Reason, Reject, decode_batch, encode_predictions
+from worker.stream.transport import (
+    Headers,
+    Partition,
+    ScoringConsumer,
+    ScoringProducer,
+    TransportError,
+    offsets_after,
+)
+
+log = structlog.get_logger(__name__)
+
+
+class PartitionTracker:
+    """Records assignment changes, and settles the batch in flight before partitions go.
+
+    Both clients swallow or mangle exceptions raised in rebalance callbacks, so this never
+    raises: `before_revoke` must not either."""
+
+    def __init__(self, before_revoke: Callable[[], None]) -> None:
+        self.assigned: set[Partition] = set()
+        self._before_revoke = before_revoke
+
+    def on_partitions_revoked(self, revoked: Sequence[Partition]) -> None:
+        self._before_revoke()
+        self.assigned = self.assigned - set(revoked)  # a new set: other threads read it
+        log.info("partitions.revoked", partitions=_names(revoked))
+
+    def on_partitions_assigned(self, assigned: Sequence[Partition]) -> None:
+        self.assigned = self.assigned | set(assigned)
+        log.info("partitions.assigned", partitions=_names(assigned))
+
+
+@dataclass
+class BatchStats:
+    """Totals since the last `batch.scored` line: one log line per interval, not per batch."""
+
+    batches: int = 0
+    scored: int = 0
+    rejected: int = 0
+    busy_s: float = 0.0
+    versions: set[str] = field(default_factory=set)
+    since: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class OutgoingBatch:
+    """A scored batch on its way out: sent, then settled (acknowledged, then committed)."""
+
+    records: Sequence[Any]
+    decoded: DecodedBatch
+    predictions: list[bytes]
+    version: str
+    offsets: dict[Partition, int]
+    scoring_s: float
+    delivery_s: float = 0.0  # sending, waiting for acks (and resending), committing
+    send_error: str | None = None
+
+
+class ScoringLoop:
+    """Owns the scoring consumer and the producer from subscribe to close."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        consumer: ScoringConsumer,
+        producer_factory: Callable[[], ScoringProducer],
+        current_model: Callable[[], LoadedModel],
+        stopping: threading.Event,
+        metrics: WorkerMetrics,
+    ) -> None:
+        self._settings = settings
+        self._consumer = consumer
+        self._producer_factory = producer_factory
+        self._producer = producer_factory()
+        self._current_model = current_model
+        self._stopping = stopping
+        self._metrics = metrics
+        self.partitions = PartitionTracker(before_revoke=self._settle_before_revoke)
+        self._in_flight: OutgoingBatch | None = None
+        self._delivered: dict[Partition, int] = {}  # offsets whose commit was not waited for
+        self._stats = BatchStats()
+        self.events_scored = 0
+        self.dead_lettered = 0
+        self.lag: dict[Partition, int] = {}
+        self.last_poll_at = time.monotonic()
+
+    def run(self) -> None:
+        self._consumer.subscribe(self._settings.input_topic, self.partitions)
+        try:
+            self._consume()
+            self._commit_delivered()
+        finally:
+            self._close()
+
+    def _consume(self) -> None:
+        while not self._stopping.is_set():
+            records = self._poll()
+            outgoing = self._score(records, self._current_model()) if records else None
+            if not self._advance(outgoing):
+                return  # stopped while a batch had not landed: it stays uncommitted
+        self._advance(None)  # stopping: land and commit the batch in flight
+
+    def _poll(self) -> Sequence[Any]:
+        try:
+            records = self._consumer.poll_batch(
+                self._settings.poll_timeout_ms, self._settings.batch_max_records
+            )
+        except TransportError as exc:
+            # kafka-python reconnects by itself; pause so an outage is not a busy loop.
+            self._metrics.kafka_errors.labels("poll").inc()
+            log.warning("poll.failed", error=str(exc))
+            self._stopping.wait(1.0)
+            return []
+        finally:
+            self.last_poll_at = time.monotonic()
+        if records:
+            self._metrics.events_consumed.inc(len(records))
+            self._metrics.batch_events.observe(len(records))
+        return records
+
+    def _score(self, records: Sequence[Any], model: LoadedModel) -> OutgoingBatch:
+        """Decode, score and encode with one model version for the whole batch."""
+        started = time.monotonic()
+        decoded = decode_batch(
+            [r.value for r in records], model.features, self._settings.max_event_bytes
+        )
+        scores = score_isolating_failures(model, decoded)
+        predictions = encode_predictions(decoded, scores, model.version, time.time())
+        return OutgoingBatch(
+            records,
+            decoded,
+            predictions,
+            model.version,
+            offsets_after(records),
+            scoring_s=time.monotonic() - started,
+        )
+
+    def _advance(self, outgoing: OutgoingBatch | None) -> bool:
+        """Land the batch in flight, send the next one, then commit the landed one (the
+        producer ships the next batch while the commit waits). False: stopped first."""
+        landed, self._in_flight = self._in_flight, None
+        if landed is not None and not self._land(landed):
+            return False
+        if outgoing is not None:
+            started = time.monotonic()
+            outgoing.send_error = self._send_all(outgoing)
+            outgoing.delivery_s += time.monotonic() - started
+            self._in_flight = outgoing
+        if landed is not None:
+            self._settle(landed)
+        return True
+
+    def _land(self, batch: OutgoingBatch) -> bool:
+        """Wait for every acknowledgement of the batch; after a failure, send it all again
+        through a fresh producer, with backoff, until it lands or the worker is stopped.
+
+        At-least-once: a resent batch may land some records twice. Offsets never move past a
+        record that was not acknowledged.
+        """
+        started = time.monotonic()
+        try:
+            attempt = 0
+            failure = batch.send_error or self._flush()
+            while failure is not None:
+                self._delivery_failed(batch, failure, attempt=attempt)
+                if self._stopping.wait(
+                    backoff_s(attempt, cap_s=self._settings.delivery_retry_max_s)
+                ):
+                    return False  # stopping: leave the batch uncommitted for the next owner
+                attempt += 1
+                failure = self._send_all(batch) or self._flush()
+            return True
+        finally:
+            batch.delivery_s += time.monotonic() - started
+
+    def _send_all(self, batch: OutgoingBatch) -> str | None:
+        """Produce every prediction (same key as its event) and every dead-letter record;
+        an error if the client refused one."""
+        records, decoded, producer = batch.records, batch.decoded, self._producer
+        keys = [records[index].key for index in decoded.accepted]
+        try:
+            producer.send_many(self._settings.output_topic, batch.predictions, keys)
+            for reject in decoded.rejects:
+                record = records[reject.index]
+                producer.send(
+                    self._settings.dlq_topic,
+                    self._dead_letter_value(record),
+                    record.key,
+                    dead_letter_headers(record, reject, batch.version),
+                )
+        except TransportError as exc:
+            return f"produce did not complete: {exc}"
+        return None
+
+    def _flush(self) -> str | None:
+        failures = self._producer.flush(self._settings.delivery_timeout_s)
+        if failures:
+            return f"{len(failures)} records not acknowledged: {failures[0]}"
+        return None
+
+    def _settle(self, batch: OutgoingBatch) -> None:
+        """Commit a landed batch, without waiting, and count it."""
+        started = time.monotonic()
+        self._delivered.update(batch.offsets)
+        self._consumer.commit_async(batch.offsets, self._commit_failed)
+        batch.delivery_s += time.monotonic() - started
+        self._note_delivered(batch)
+
+    def _commit_failed(self, error: str) -> None:
+        """A commit that was not waited for failed: the next one, or the one at the next
+        rebalance or stop, covers its offsets."""
+        self._metrics.kafka_errors.labels("commit").inc()
+        log.warning("commit.failed", error=error)
+
+    def _commit_delivered(self) -> None:
+        """Commit every delivered offset and wait for it: at a rebalance and at the stop."""
+        delivered, self._delivered = self._delivered, {}
+        if delivered:
+            self._commit(delivered)
+
+    def _settle_before_revoke(self) -> None:
+        """Called inside poll when partitions are about to go: land and commit the batch in
+        flight now, while this worker still owns its partitions. One attempt only: if it
+        fails, the batch is dropped uncommitted and the partitions' next owner scores it
+        again (at-least-once); retrying here would hold up the whole group."""
+        batch, self._in_flight = self._in_flight, None
+        try:
+            if batch is not None:
+                failure = batch.send_error or self._flush()
+                if failure is None:
+                    self._settle(batch)
+                else:
+                    self._delivery_failed(batch, failure, at_rebalance=True)
+            self._commit_delivered()
+        except Exception as exc:  # a rebalance callback must not raise (see PartitionTracker)
+            log.error("rebalance.settle_failed", error=f"{type(exc).__name__}: {exc}")
+
+    def _delivery_failed(self, batch: OutgoingBatch, failure: str, **context: object) -> None:
+        """Count and log it, and start over with a fresh producer."""
+        self._metrics.kafka_errors.labels("produce").inc()
+        log.error("delivery.failed", error=failure, n=len(batch.records), **context)
+        self._replace_producer()
+
+    def _replace_producer(self) -> None:
+        """A producer that failed may be stuck for good (an idempotent producer whose id the
+        broker forgot never recovers); the retry starts from a fresh one. Whatever the old one
+        still buffers is dropped: the retry sends the whole batch again. If no new one can be
+        built yet (broker away), the old one stays, open, for the next attempt."""
+        try:
+            fresh = self._producer_factory()
+        except ScorerError as exc:
+            log.warning("producer.rebuild_failed", error=str(exc))
+            return
+        stale, self._producer = self._producer, fresh
+        try:
+            stale.close()
+        except Exception as exc:  # a broken client may fail to close in any way
+            log.warning("producer.close_failed", error=str(exc))
+
+    def _dead_letter_value(self, record: Any) -> bytes | None:
+        """The original bytes; an oversize event is cut to the limit so the broker accepts it."""
+        value: bytes | None = record.value
+        limit = self._settings.max_event_bytes
+        return value[:limit] if value is not None and len(value) > limit else value
+
+    def _commit(self, offsets: dict[Partition, int]) -> None:
+        try:
+            self._consumer.commit(offsets, self._settings.delivery_timeout_s)
+        except TransportError as exc:
+            self._metrics.kafka_errors.labels("commit").inc()
+            # Delivered but not committed: a later commit covers it, or, after a rebalance,
+            # the new owner scores these records again (at-least-once).
+            log.warning("commit.failed", error=str(exc), partitions=_names(offsets))
+
+    def _note_delivered(self, batch: OutgoingBatch) -> None:
+        metrics, decoded = self._metrics, batch.decoded
+        metrics.predictions.labels(batch.version).inc(len(decoded.accepted))
+        for reject in decoded.rejects:
+            metrics.dead_letters.labels(reject.reason).inc()
+        metrics.observe_latencies(decoded.event_ts, time.time())
+        metrics.batch_scoring.observe(batch.scoring_s)
+        metrics.batch_delivery.observe(batch.delivery_s)
+        self.dead_lettered += len(decoded.rejects)
+        self._note_lag(batch.offsets)
+        self._note_batch(batch)
+
+    def _note_lag(self, offsets: dict[Partition, int]) -> None:
+        """Lag from the client's cached high watermark after each batch: no broker round trip."""
+        for partition, offset in offsets.items():
+            highwater = self._consumer.highwater(partition)
+            if highwater is not None:
+                self.lag[partition] = max(0, highwater - offset)
+        assigned = self.partitions.assigned
+        self._metrics.set_lag({tp: lag for tp, lag in self.lag.items() if tp in assigned})
+
+    def _note_batch(self, batch: OutgoingBatch) -> None:
+        stats = self._stats
+        stats.batches += 1
+        stats.scored += len(batch.predictions)
+        stats.rejected += len(batch.decoded.rejects)
+        stats.busy_s += batch.scoring_s + batch.delivery_s
+        stats.versions.add(batch.version)
+        self.events_scored += len(batch.predictions)
+        if time.monotonic() - stats.since >= self._settings.batch_log_interval_s:
+            self._log_stats()
+
+    def _log_stats(self) -> None:
+        stats = self._stats
+        if stats.batches:
+            log.info(
+                "batch.scored",
+                batches=stats.batches,
+                scored=stats.scored,
+                rejected=stats.rejected,
+                model_versions=sorted(stats.versions),
+                mean_batch_ms=round(stats.busy_s / stats.batches * 1000, 2),
+            )
+        self._stats = BatchStats()
+
+    def _close(self) -> None:
+        """Stop order: (batch in flight landed and committed, or left) → leave group → close
+        producer."""
+        self._log_stats()
+        try:
+            self._consumer.close()
+        finally:
+            self._producer.close()
+        log.info("loop.closed")
+
+
+def score_isolating_failures(model: LoadedModel, batch: DecodedBatch) -> np.ndarray:
+    """Score the batch in one call; if that raises, score row by row and dead-letter the rows
+    the model cannot score, so one poisonous row cannot stop the partition."""
+    if not batch.accepted:
+        return np.empty(0)
+    try:
+        return model.score(batch.matrix)
+    except Exception as exc:
+        log.warning(
+            "batch.scoring_failed",
+            error=f"{type(exc).__name__}: {exc}",
+            model_version=model.version,
+            n=len(batch.accepted),
+        )
+    scores: list[float] = []
+    keep: list[int] = []
+    for row in range(len(batch.accepted)):
+        try:
+            scores.append(float(model.score(batch.matrix[row : row + 1])[0]))
+            keep.append(row)
+        except Exception as exc:
+            batch.rejects.append(
+                Reject(
+                    batch.accepted[row],
+                    Reason.SCORING_FAILED,
+                    f"model {model.version} failed: {type(exc).__name__}: {exc}",
+                )
+            )
+    batch.keep_rows(keep)
+    return np.array(scores, dtype=np.float64)
+
+
+def dead_letter_headers(record: Any, reject: Reject, version: str) -> Headers:
+    headers: Headers = [
+        ("error", reject.reason.encode()),
+        ("error_detail", reject.detail.encode("utf-8", "replace")),
+        ("source_topic", record.topic.encode()),
+        ("source_partition", str(record.partition).encode()),
+        ("source_offset", str(record.offset).encode()),
+        ("model_version", version.encode()),
+    ]
+    if reject.reason == Reason.TOO_LARGE:
+        headers.append(("original_size", str(len(record.value)).encode()))
+    return headers
+
+
+def _names(partitions: Any) -> list[str]:
+    return sorted(f"{topic}[{partition}]" for topic, partition in partitions)

@@ -1,0 +1,77 @@
+"""The scoring loop's view of Kafka: one small interface, implemented by two clients.
+
+`kafka_python.py` (the default, the project's chosen client) and `confluent.py` (librdkafka
+through confluent-kafka, an optional extra) give the loop the same semantics: batches of
+records, commits of explicit offsets (waited for, or not), rebalance callbacks, and a producer
+whose `flush` reports every record that was not acknowledged. `factory.py` picks one from
+`kafka_client`; this module imports neither.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple, Protocol
+
+Partition = tuple[str, int]  # (topic, partition); kafka-python's TopicPartition is one too
+Headers = list[tuple[str, str | bytes | None]]
+
+
+class TransportError(Exception):
+    """A Kafka operation failed (either client); the loop treats it as transient."""
+
+
+class Record(NamedTuple):
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+class RebalanceCallbacks(Protocol):
+    def on_partitions_revoked(self, revoked: Sequence[Partition]) -> None: ...
+    def on_partitions_assigned(self, assigned: Sequence[Partition]) -> None: ...
+
+
+class ScoringConsumer(Protocol):
+    def subscribe(self, topic: str, callbacks: RebalanceCallbacks) -> None: ...
+    def poll_batch(self, timeout_ms: int, max_records: int) -> Sequence[Any]:
+        """Records with .topic .partition .offset .key .value, in offset order per partition."""
+        ...
+
+    def commit(self, next_offsets: dict[Partition, int], timeout_s: float) -> None:
+        """Commit and wait, at most `timeout_s` (the broker may be gone at a stop)."""
+        ...
+
+    def commit_async(
+        self, next_offsets: dict[Partition, int], on_failure: Callable[[str], None]
+    ) -> None:
+        """Send a commit without waiting for it; a failure reaches `on_failure` later, from
+        inside a poll or a commit of this consumer (the loop's own thread)."""
+        ...
+
+    def highwater(self, partition: Partition) -> int | None: ...
+    def close(self) -> None: ...
+
+
+class ScoringProducer(Protocol):
+    def send(
+        self, topic: str, value: bytes | None, key: bytes | None, headers: Headers | None = None
+    ) -> None: ...
+    def send_many(
+        self, topic: str, values: Sequence[bytes | None], keys: Sequence[bytes | None]
+    ) -> None:
+        """`send` for each (value, key), with the batch's partitions worked out at once."""
+        ...
+
+    def flush(self, timeout_s: float) -> list[str]:
+        """Wait for every record sent since the last flush; describe each one that failed."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def offsets_after(records: Sequence[Any]) -> dict[Partition, int]:
+    """Per partition, the offset after the batch's last record (records are in offset order
+    per partition, so the last one wins): what a commit of the batch names."""
+    return {(r.topic, r.partition): r.offset + 1 for r in records}

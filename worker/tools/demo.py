@@ -1,0 +1,258 @@
+"""`scorer demo`: the whole story on the embedded stack, with the real commands, then a report.
+
+Stack up → train two models → publish v1 (active) and v2 → two `scorer run` processes →
+`scorer loadgen` streams events → `scorer model activate v2` mid-stream → collect every
+prediction and dead-letter → report → stop everything it started.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from worker.errors import ServiceUnavailable
+from worker.infra.clients import topic_reader
+from worker.settings import Settings, env_name
+from worker.tools.processes import scorer_env, start_module, stop_process, wait_for
+from worker.tools.stack import LOOPBACK, free_port, stack_down, stack_up
+from worker.tools.synthetic import FEATURES, save_model
+from worker.tools.worker_logs import ANY, activation_time, first_times
+
+N_WORKERS = 2
+
+
+@dataclass
+class Collected:
+    """What downstream saw: predictions by event_id, and dead-lettered keys."""
+
+    versions: dict[str, str] = field(default_factory=dict)
+    first_scored_at: dict[str, float] = field(default_factory=dict)
+    predictions: int = 0
+    dead_letters: set[str] = field(default_factory=set)
+    dead_letter_records: int = 0
+
+    @property
+    def seen(self) -> int:
+        return len(self.versions) + len(self.dead_letters)
+
+
+def run_demo(settings: Settings, events: int, rate: float) -> int:
+    state_dir = Path(tempfile.mkdtemp(prefix="scorer-demo-"))
+    say(f"starting the embedded stack (state and logs in {state_dir})")
+    stack = stack_up(state_dir)
+    env = scorer_env(
+        kafka_bootstrap=stack.kafka_bootstrap, redis_url=stack.redis_url, log_format="json"
+    )
+    demo_settings = Settings(kafka_bootstrap=stack.kafka_bootstrap, redis_url=stack.redis_url)
+    workers: list[subprocess.Popen[bytes]] = []
+    try:
+        _publish_models(state_dir, env)
+        workers = [_start_worker(state_dir, env, i) for i in range(N_WORKERS)]
+        wait_for(
+            lambda: (
+                len(first_times(_logs(state_dir), "partitions.assigned", partitions=ANY))
+                == N_WORKERS
+            ),
+            60,
+            f"both workers to load v1 and join the group (logs in {state_dir})",
+        )
+        return _stream_and_report(
+            demo_settings, state_dir=state_dir, env=env, workers=workers, events=events, rate=rate
+        )
+    finally:
+        for worker in workers:
+            stop_process(worker)
+        stack_down(state_dir)
+        say("stack stopped")
+
+
+def say(message: str) -> None:
+    print(f"[demo] {message}", flush=True)
+
+
+def scorer(env: dict[str, str], *args: str, capture: bool = False) -> str:
+    """Run a real `scorer` command, showing it as an operator would type it."""
+    say("$ scorer " + " ".join(args))
+    done = subprocess.run(
+        [sys.executable, "-m", "worker", *args],
+        env=env,
+        check=True,
+        stdout=subprocess.PIPE if capture else None,
+        text=True,
+    )
+    return done.stdout or ""
+
+
+def _publish_models(state_dir: Path, env: dict[str, str]) -> None:
+    say("training v1 (logistic regression) and v2 (gradient boosting) on synthetic clicks")
+    v1 = save_model("logistic", state_dir / "v1.joblib", seed=1)
+    v2 = save_model("gbm", state_dir / "v2.joblib", seed=2)
+    features = ",".join(FEATURES)
+    scorer(
+        env,
+        "model",
+        "publish",
+        str(v1),
+        "--version",
+        "v1",
+        "--features",
+        features,
+        "--note",
+        "logistic regression",
+        "--activate",
+    )
+    scorer(
+        env,
+        "model",
+        "publish",
+        str(v2),
+        "--version",
+        "v2",
+        "--features",
+        features,
+        "--note",
+        "gradient boosting",
+    )
+    scorer(env, "model", "list")
+
+
+def _start_worker(state_dir: Path, env: dict[str, str], index: int) -> subprocess.Popen[bytes]:
+    port = free_port()
+    log_path = state_dir / f"worker-{index}.log"
+    say(f"$ scorer run   # worker {index}: http://{LOOPBACK}:{port}/metrics, log in {log_path}")
+    worker_env = env | {env_name("metrics_port"): str(port), env_name("metrics_host"): LOOPBACK}
+    return start_module(["worker", "run"], worker_env, log_path)
+
+
+def _stream_and_report(
+    settings: Settings,
+    *,
+    state_dir: Path,
+    env: dict[str, str],
+    workers: list[subprocess.Popen[bytes]],
+    events: int,
+    rate: float,
+) -> int:
+    collected = Collected()
+    stop_collecting = threading.Event()
+    collector = threading.Thread(target=_collect, args=(settings, collected, stop_collecting))
+    collector.start()
+    loadgen = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "worker",
+            "loadgen",
+            "--count",
+            str(events),
+            "--rate",
+            str(rate),
+            "--bad-fraction",
+            "0.01",
+            "--id-prefix",
+            "demo",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    say(f"$ scorer loadgen --count {events} --rate {rate:g} --bad-fraction 0.01")
+    wait_for(
+        lambda: collected.seen >= events // 3, events / rate + 60, "a third of the events back"
+    )
+    activated_at = time.time()
+    scorer(env, "model", "activate", "v2")
+    sent = orjson.loads(loadgen.communicate(timeout=events / rate * 3 + 60)[0].splitlines()[-1])
+    try:
+        wait_for(lambda: collected.seen >= sent["sent"], 60, "every event back")
+    except ServiceUnavailable as exc:
+        say(str(exc))  # the report names what is missing
+    time.sleep(1.0)  # let any duplicate deliveries arrive too, so the report counts them
+    stop_collecting.set()
+    collector.join()
+    exit_codes = [stop_process(worker) for worker in workers]
+    return _report(state_dir, sent, collected, activated_at, exit_codes)
+
+
+def _collect(settings: Settings, collected: Collected, stop: threading.Event) -> None:
+    consumer = topic_reader(settings, [settings.output_topic, settings.dlq_topic])
+    while not stop.is_set():
+        for tp, records in consumer.poll(timeout_ms=200).items():
+            for record in records:
+                _note(collected, tp.topic == settings.dlq_topic, record)
+    consumer.close()
+
+
+def _note(collected: Collected, dead_letter: bool, record: Any) -> None:
+    if dead_letter:
+        collected.dead_letter_records += 1
+        collected.dead_letters.add(record.key.decode())
+        return
+    prediction = orjson.loads(record.value)
+    collected.predictions += 1
+    version = prediction["model_version"]
+    collected.versions[prediction["event_id"]] = version
+    collected.first_scored_at.setdefault(version, prediction["scored_at"])
+
+
+def _report(
+    state_dir: Path,
+    sent: dict[str, int],
+    collected: Collected,
+    activated_at: float,
+    exit_codes: list[int],
+) -> int:
+    expected = {f"demo-{i}" for i in range(sent["sent"])}
+    scored = set(collected.versions)
+    missing = expected - scored - collected.dead_letters
+    both = scored & collected.dead_letters
+    loaded_v2 = first_times(_logs(state_dir), "model.loaded", model_version="v2")
+    activated_at = activation_time(_logs(state_dir), since=0.0, fallback=activated_at)
+    per_version = Counter(collected.versions.values())
+    first_v2 = collected.first_scored_at.get("v2")
+    ok = (
+        len(per_version) == 2
+        and not missing
+        and not both
+        and len(collected.dead_letters) == sent["bad"]
+        and len(loaded_v2) == N_WORKERS
+        and exit_codes == [0] * N_WORKERS
+    )
+    lines = [
+        "",
+        "=== demo report ===",
+        f"events sent                 {sent['sent']} ({sent['bad']} malformed on purpose)",
+        f"predictions received        {collected.predictions} for {len(scored)} event_ids",
+        f"dead-lettered               {collected.dead_letter_records} "
+        f"for {len(collected.dead_letters)} event_ids",
+        f"duplicates (at-least-once)  {collected.predictions - len(scored)}",
+        "per version                 "
+        + ", ".join(f"{v}: {n}" for v, n in sorted(per_version.items())),
+        "activation → first v2 score "
+        + (f"{first_v2 - activated_at:.3f} s" if first_v2 else "never"),
+        "activation → last worker on v2 "
+        + (
+            f"{max(loaded_v2) - activated_at:.3f} s ({len(loaded_v2)}/{N_WORKERS} workers)"
+            if loaded_v2
+            else "never"
+        ),
+        f"workers exited with         {exit_codes} after SIGTERM",
+        f"every event_id accounted    {'yes' if not missing and not both else 'NO'}"
+        + (f" (missing {len(missing)}, in both {len(both)})" if missing or both else ""),
+        f"result                      {'OK' if ok else 'FAILED'}",
+    ]
+    print("\n".join(lines), flush=True)
+    return 0 if ok else 1
+
+
+def _logs(state_dir: Path) -> list[Path]:
+    return sorted(state_dir.glob("worker-*.log"))
