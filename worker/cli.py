@@ -24,7 +24,7 @@ from worker.commands.model import (
 from worker.commands.status import cmd_status
 from worker.errors import ConfigError, ScorerError
 from worker.infra.clients import build_producer
-from worker.ops.logs import configure_logging
+from worker.ops.logs import bind_process_fields, configure_logging
 from worker.settings import Settings, load_settings, parse_overrides
 
 log = structlog.get_logger(__name__)
@@ -195,6 +195,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         return run_supervised(processes, child_args, settings.metrics_port)
 
     worker = Worker(settings)
+    bind_process_fields(worker_id=worker.worker_id)
     install_stop_handlers(worker.stop)
     worker.run()
     return 0

@@ -4,10 +4,31 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import MutableMapping
+from typing import Any
 
 import structlog
 
 from worker.settings import LogFormat
+
+# Fields every log line of this process carries, whichever thread writes it: structlog's
+# contextvars stay in the thread that binds them, and the reloader, heartbeat, HTTP and
+# kafka-python IO threads log too.
+_process_fields: dict[str, Any] = {}
+
+
+def bind_process_fields(**fields: Any) -> None:
+    """Add fields (a worker's `worker_id`) to every later log line of this process."""
+    _process_fields.update(fields)
+
+
+def add_process_fields(
+    logger: Any, method_name: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: the process fields, unless the event names its own."""
+    for name, value in _process_fields.items():
+        event_dict.setdefault(name, value)
+    return event_dict
 
 
 def configure_logging(log_format: LogFormat = "auto", level: str = "info") -> None:
@@ -21,6 +42,7 @@ def configure_logging(log_format: LogFormat = "auto", level: str = "info") -> No
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            add_process_fields,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             *renderers,

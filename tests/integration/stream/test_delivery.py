@@ -112,6 +112,10 @@ def test_sigterm_finishes_the_batch_commits_and_exits_zero(
         < events.index("loop.closed")
         < events.index("worker.stopped")
     )
+    # every line, from whichever thread (reloader, heartbeat, the client's IO thread), names
+    # the worker, so the logs of several workers in one place can be told apart
+    started = entries[events.index("worker.started")]
+    assert {entry.get("worker_id") for entry in entries} == {started["worker_id"]}
 
     last: dict[TopicPartition, int] = {}
     for future in futures:
