@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test lint install clean
+.PHONY: demo test lint install kafka clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,7 +15,12 @@ $(INSTALLED): pyproject.toml
 
 install: $(INSTALLED)
 
-demo: $(INSTALLED)
+# The embedded Apache Kafka's jars, resolved once by Maven into ~/.cache/scorer (outside the
+# repo). Without Java or Maven this says so in one line and the stack runs on Tansu.
+kafka: $(INSTALLED)
+	$(BIN)/scorer stack fetch-kafka --if-possible
+
+demo: kafka
 	$(BIN)/scorer demo
 
 lint: $(INSTALLED)
@@ -23,7 +28,7 @@ lint: $(INSTALLED)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: lint
+test: lint kafka
 	$(BIN)/pytest
 
 clean:

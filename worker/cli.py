@@ -8,6 +8,7 @@ import argparse
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
@@ -93,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--events", type=int, default=20000)
     demo.add_argument("--rate", type=float, default=2000.0, help="events per second")
+    _add_broker_flag(demo)
     demo.set_defaults(command=cmd_demo)
 
     bench = commands.add_parser("bench", parents=[common], help="the benchmark")
@@ -121,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="kafka-python",
         help="Kafka client of the worker and ceiling",
     )
+    _add_broker_flag(bench)
     bench.add_argument(
         "--external",
         action="store_true",
@@ -176,10 +179,32 @@ def _add_stack_commands(
     up.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
     up.add_argument("--kafka-port", type=int, default=0, help="0: any free port")
     up.add_argument("--redis-port", type=int, default=0, help="0: any free port")
+    _add_broker_flag(up)
     up.set_defaults(command=cmd_stack_up)
     down = stack.add_parser("down", parents=[common], help="stop what `stack up` started")
     down.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
     down.set_defaults(command=cmd_stack_down)
+    fetch = stack.add_parser(
+        "fetch-kafka",
+        parents=[common],
+        help="resolve the pinned Apache Kafka's jars with Maven into a cache, once",
+    )
+    fetch.add_argument(
+        "--if-possible",
+        action="store_true",
+        help="without Java or Maven, say so in one line and exit 0 (the stack then uses Tansu)",
+    )
+    fetch.set_defaults(command=cmd_stack_fetch_kafka)
+
+
+def _add_broker_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--broker",
+        choices=["kafka", "tansu", "auto"],
+        default="auto",
+        help="the embedded broker: Apache Kafka, Tansu, or auto (Apache Kafka when Java and "
+        "its fetched jars are here, else Tansu)",
+    )
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
@@ -224,9 +249,11 @@ def install_stop_handlers(stop: Callable[[], None]) -> None:
 
 
 def cmd_stack_up(args: argparse.Namespace, settings: Settings) -> int:
-    from worker.tools.stack import stack_up
+    from worker.tools.stack import choose_broker, stack_up
 
-    state = stack_up(args.state_dir, args.kafka_port, args.redis_port)
+    kind, notice = choose_broker(args.broker)
+    print(f"# {notice}")
+    state = stack_up(args.state_dir, args.kafka_port, args.redis_port, kind)
     print(
         f"# broker pid {state.broker_pid}, redis-server pid {state.redis_pid}; "
         f"state in {args.state_dir}"
@@ -240,6 +267,25 @@ def cmd_stack_down(args: argparse.Namespace, settings: Settings) -> int:
 
     state = stack_down(args.state_dir)
     print("stack stopped" if state else "no stack was running")
+    return 0
+
+
+def cmd_stack_fetch_kafka(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.tools import apache_kafka
+
+    try:
+        apache_kafka.java_binary()
+        started = time.monotonic()
+        jars = apache_kafka.fetch_kafka()
+    except ScorerError as exc:
+        if not args.if_possible:
+            raise
+        print(f"scorer: Apache Kafka not fetched, the embedded stack uses Tansu: {exc}")
+        return 0
+    print(
+        f"Apache Kafka {apache_kafka.KAFKA_VERSION} jars in {jars} "
+        f"({time.monotonic() - started:.1f}s)"
+    )
     return 0
 
 
@@ -285,6 +331,7 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
         out_dir=args.out,
         external=args.external,
         client=args.client,
+        broker=args.broker,
     )
     if min(options.events, options.partitions, options.rounds, options.processes) < 1:
         raise ConfigError("--events, --partitions, --rounds and --processes must be >= 1")
@@ -294,4 +341,4 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from worker.tools.demo import run_demo
 
-    return run_demo(settings, args.events, args.rate)
+    return run_demo(settings, args.events, args.rate, args.broker)

@@ -18,6 +18,9 @@ from worker.errors import ConfigError
 
 ENV_PREFIX = "SCORER_"
 CONFIG_ENV = "SCORER_CONFIG"
+# SCORER_* variables that are not settings: the config file's path, and the broker the test
+# suite runs on (tests/conftest.py)
+NOT_SETTINGS = frozenset({CONFIG_ENV, "SCORER_TEST_BROKER"})
 DEFAULT_CONFIG_PATH = Path("config/worker.toml")
 # Secrets: never in repr, logs or status; each can also come from a file (SCORER_<NAME>_FILE).
 SECRET_SETTINGS = frozenset({"signing_key", "kafka_sasl_password", "redis_url"})
@@ -225,7 +228,7 @@ def read_config_file(path: Path) -> dict[str, object]:
 def _from_env(environ: Mapping[str, str]) -> dict[str, object]:
     values: dict[str, object] = {}
     for key, raw in environ.items():
-        if not key.startswith(ENV_PREFIX) or key == CONFIG_ENV:
+        if not key.startswith(ENV_PREFIX) or key in NOT_SETTINGS:
             continue
         name = key[len(ENV_PREFIX) :].lower()
         if name.endswith("_file") and name[: -len("_file")] in SECRET_SETTINGS:

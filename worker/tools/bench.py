@@ -47,7 +47,14 @@ from worker.settings import Settings, env_name
 from worker.tools.loadgen import generate
 from worker.tools.proc_stats import CpuWindow, tree_peak_rss_mb, tree_rss_mb
 from worker.tools.processes import scorer_env, start_module, stop_process, wait_for
-from worker.tools.stack import LOOPBACK, free_port, stack_down, stack_up
+from worker.tools.stack import (
+    BROKER_NAMES,
+    LOOPBACK,
+    choose_broker,
+    free_port,
+    stack_down,
+    stack_up,
+)
 from worker.tools.synthetic import FEATURES, save_model
 from worker.tools.worker_logs import activation_time, first_times
 
@@ -67,6 +74,7 @@ class BenchOptions:
     out_dir: Path = Path("bench-results")
     external: bool = False
     client: str = "kafka-python"
+    broker: str = "auto"
 
 
 @dataclass
@@ -87,6 +95,7 @@ class Bench:
     model_paths: dict[str, Path] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
     broker_pid: int | None = None  # the embedded broker's, for its CPU use
+    broker_name: str = "external"
 
     def topic(self, prefix: str) -> str:
         name = f"{prefix}-{uuid.uuid4().hex[:8]}"
@@ -111,7 +120,9 @@ def bench_stack(settings: Settings, options: BenchOptions) -> Iterator[Bench]:
     work_dir = Path(tempfile.mkdtemp(prefix="scorer-bench-"))
     state = None
     if not options.external:
-        state = stack_up(work_dir)
+        kind, notice = choose_broker(options.broker)
+        print(notice, file=sys.stderr)
+        state = stack_up(work_dir, broker_kind=kind)
         settings = settings.replace(
             kafka_bootstrap=state.kafka_bootstrap, redis_url=state.redis_url
         )
@@ -125,7 +136,12 @@ def bench_stack(settings: Settings, options: BenchOptions) -> Iterator[Bench]:
         metrics_host=LOOPBACK,
     )
     bench = Bench(
-        settings, options, work_dir, env=env, broker_pid=state.broker_pid if state else None
+        settings,
+        options,
+        work_dir,
+        env=env,
+        broker_pid=state.broker_pid if state else None,
+        broker_name=BROKER_NAMES[state.broker] if state else "external",
     )
     try:
         _publish_models(bench)
@@ -606,7 +622,9 @@ def draw_chart(results: dict[str, Any], path: Path) -> None:
         cdf.set_ylabel("percentile")
         cdf.set_title(f"Latency at {latency['offered_rate']:,.0f} events/s offered")
         cdf.legend()
-    figure.suptitle(results.get("machine", ""), fontsize=9)
+    figure.suptitle(
+        " · ".join(str(results[k]) for k in ("machine", "broker") if k in results), fontsize=9
+    )
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
@@ -615,7 +633,7 @@ def draw_chart(results: dict[str, Any], path: Path) -> None:
 def run_bench(settings: Settings, options: BenchOptions, mode: str) -> int:
     """Run one mode, print its result, merge it into bench.json and redraw bench.png."""
     with bench_stack(settings, options) as bench:
-        result: dict[str, Any] = {"machine": machine()}
+        result: dict[str, Any] = {"machine": machine(), "broker": bench.broker_name}
         if mode == "throughput":
             rows = run_throughput(bench)
             result["throughput"] = {"rows": rows, "options": _options_json(options)}

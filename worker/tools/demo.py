@@ -23,7 +23,7 @@ from worker.errors import ServiceUnavailable
 from worker.infra.clients import topic_reader
 from worker.settings import Settings, env_name
 from worker.tools.processes import scorer_env, start_module, stop_process, wait_for
-from worker.tools.stack import LOOPBACK, free_port, stack_down, stack_up
+from worker.tools.stack import LOOPBACK, choose_broker, free_port, stack_down, stack_up
 from worker.tools.synthetic import FEATURES, save_model
 from worker.tools.worker_logs import ANY, activation_time, first_times
 
@@ -45,10 +45,12 @@ class Collected:
         return len(self.versions) + len(self.dead_letters)
 
 
-def run_demo(settings: Settings, events: int, rate: float) -> int:
+def run_demo(settings: Settings, events: int, rate: float, broker: str = "auto") -> int:
+    kind, notice = choose_broker(broker)
     state_dir = Path(tempfile.mkdtemp(prefix="scorer-demo-"))
+    say(notice)
     say(f"starting the embedded stack (state and logs in {state_dir})")
-    stack = stack_up(state_dir)
+    stack = stack_up(state_dir, broker_kind=kind)
     env = scorer_env(
         kafka_bootstrap=stack.kafka_bootstrap, redis_url=stack.redis_url, log_format="json"
     )

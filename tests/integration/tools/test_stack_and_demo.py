@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,6 +13,8 @@ import pytest
 import redis
 
 from tests.conftest import run_scorer
+from worker.tools import apache_kafka
+from worker.tools.stack import BROKER_NAMES
 
 pytestmark = pytest.mark.integration
 
@@ -39,11 +44,15 @@ def alive(pid: int) -> bool:
     return stat.split(") ", 1)[1][0] != "Z"
 
 
+@pytest.mark.parametrize("broker", ["kafka", "tansu"])
 def test_stack_up_uses_free_ports_and_down_stops_exactly_its_processes(
-    tmp_path: Path, usual_ports_taken: None
+    tmp_path: Path, usual_ports_taken: None, broker: str
 ) -> None:
-    up = run_scorer(None, "stack", "up", "--state-dir", "state", cwd=tmp_path)
+    if broker == "kafka" and apache_kafka.unavailable_reason():
+        pytest.skip(str(apache_kafka.unavailable_reason()))
+    up = run_scorer(None, "stack", "up", "--state-dir", "state", "--broker", broker, cwd=tmp_path)
     assert up.returncode == 0, up.stderr
+    assert up.stdout.splitlines()[0] == f"# broker: {BROKER_NAMES[broker]}"
     exports = dict(
         line.removeprefix("export ").split("=", 1)
         for line in up.stdout.splitlines()
@@ -68,6 +77,38 @@ def test_stack_up_uses_free_ports_and_down_stops_exactly_its_processes(
         "no stack was running"
         in run_scorer(None, "stack", "down", "--state-dir", "state", cwd=tmp_path).stdout
     )
+
+
+def test_without_java_kafka_is_a_one_line_error_and_auto_takes_tansu(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCORER_")}
+    env.pop("JAVA_HOME", None)
+    env["PATH"] = str(Path(sys.executable).parent)  # python, not java
+
+    def stack(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "worker", "stack", *args],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    refused = stack("up", "--broker", "kafka", "--state-dir", "s")
+    assert refused.returncode == 2
+    assert refused.stderr == (
+        "scorer: Apache Kafka needs Java 17 or newer: no `java` on PATH or in JAVA_HOME\n"
+    )
+    fetched = stack("fetch-kafka", "--if-possible")
+    assert fetched.returncode == 0 and fetched.stdout.count("\n") == 1
+    assert "the embedded stack uses Tansu" in fetched.stdout
+    auto = stack("up", "--broker", "auto", "--state-dir", "s")
+    try:
+        assert auto.returncode == 0, auto.stderr
+        assert auto.stdout.splitlines()[0].startswith("# broker: Tansu (Apache Kafka needs Java")
+    finally:
+        assert stack("down", "--state-dir", "s").returncode == 0
 
 
 def test_stack_up_on_a_taken_port_is_a_one_line_error(tmp_path: Path) -> None:
