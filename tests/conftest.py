@@ -19,7 +19,8 @@ import joblib
 import orjson
 import pytest
 import redis
-from kafka import KafkaProducer
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import NewTopic
 
 from worker.infra.clients import client_options, connect_redis, ensure_topics, topic_reader
 from worker.models.artifacts import inspect_estimator
@@ -34,6 +35,7 @@ from worker.tools.stack import (
     free_port,
     start_broker,
     start_redis,
+    start_tansu,
     stop_broker,
 )
 from worker.tools.synthetic import FEATURES, event_bytes, train
@@ -227,10 +229,12 @@ def send_events(producer: KafkaProducer, topic: str, rows: Any, prefix: str = "e
 
 
 class TopicReader:
-    """Reads output and dead-letter topics from the beginning, in a background thread."""
+    """Reads output and dead-letter topics from the beginning, in a background thread (with
+    `isolation_level="read_committed"`, as a downstream reader of exactly-once output)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, isolation_level: str = "read_uncommitted") -> None:
         self._settings = settings
+        self._isolation_level = isolation_level
         self.predictions: list[dict[str, Any]] = []
         self.dead_letters: list[Any] = []
         self._stop = threading.Event()
@@ -239,7 +243,9 @@ class TopicReader:
 
     def _run(self) -> None:
         consumer = topic_reader(
-            self._settings, [self._settings.output_topic, self._settings.dlq_topic]
+            self._settings,
+            [self._settings.output_topic, self._settings.dlq_topic],
+            isolation_level=self._isolation_level,
         )
         while not self._stop.is_set():
             for tp, records in consumer.poll(timeout_ms=100).items():
@@ -349,3 +355,48 @@ def log_events(process: subprocess.Popen[bytes]) -> list[dict[str, Any]]:
         except orjson.JSONDecodeError:
             continue
     return entries
+
+
+@pytest.fixture
+def refusing_output(settings: Settings, broker: Broker, tmp_path: Path) -> Iterator[Settings]:
+    """Settings whose output topic the broker refuses every record of, the way a real broker
+    refuses what it will not take. On Apache Kafka: a topic whose size limit no prediction
+    fits (MESSAGE_TOO_LARGE; Kafka 4 no longer refuses acks=all on a topic that demands more
+    in-sync replicas than it has). Tansu enforces no topic limits, so there a broker of the
+    test's own refuses by schema (INVALID_RECORD)."""
+    topic = f"refused-{settings.output_topic}"
+    if broker.kind == "kafka":
+        create_refusing_topic(settings, topic)
+        yield settings.replace(output_topic=topic)
+        return
+    schema = {
+        "type": "object",
+        "properties": {"value": {"type": "object", "required": ["never_present"]}},
+    }
+    (tmp_path / f"{topic}.json").write_bytes(orjson.dumps(schema))
+    port = free_port()
+    process = start_tansu(port, tmp_path / "broker.log", schema_dir=tmp_path)
+    yield settings.replace(kafka_bootstrap=f"127.0.0.1:{port}", output_topic=topic)
+    process.terminate()
+    process.wait(10)
+
+
+def create_refusing_topic(settings: Settings, topic: str) -> None:
+    """An Apache Kafka topic whose size limit refuses any record batch of ours (predictions,
+    dead letters) but not the broker's own transaction markers (about 80 bytes)."""
+    admin = KafkaAdminClient(**client_options(settings))
+    try:
+        config = {"max.message.bytes": "120"}
+        admin.create_topics([NewTopic(topic, settings.topic_partitions, 1, topic_configs=config)])
+    finally:
+        admin.close()
+
+
+def committed(settings: Settings, partitions: dict[TopicPartition, int]) -> dict[Any, Any]:
+    group = KafkaConsumer(
+        **client_options(settings), group_id=settings.group_id, enable_auto_commit=False
+    )
+    try:
+        return {tp: group.committed(tp) for tp in partitions}
+    finally:
+        group.close(autocommit=False)

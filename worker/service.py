@@ -40,6 +40,13 @@ class Worker:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{id(self):x}"
+        # exactly-once: one id per process, kept by every producer it builds, so a replacement
+        # fences (and aborts the transaction of) the one it replaces
+        self.transactional_id = (
+            (settings.transactional_id or f"{settings.group_id}-{self.worker_id}")
+            if settings.processing_guarantee == "exactly-once"
+            else None
+        )
         self.started_at = time.time()
         self.holder = ModelHolder()
         self.metrics = WorkerMetrics()
@@ -99,7 +106,7 @@ class Worker:
         self.loop = ScoringLoop(
             self.settings,
             consumer=scoring_consumer(self.settings),
-            producer_factory=lambda: scoring_producer(self.settings),
+            producer_factory=lambda: scoring_producer(self.settings, self.transactional_id),
             current_model=self._current_model,
             stopping=self._stopping,
             metrics=self.metrics,

@@ -26,6 +26,7 @@ DEFAULT_CONFIG_PATH = Path("config/worker.toml")
 SECRET_SETTINGS = frozenset({"signing_key", "kafka_sasl_password", "redis_url"})
 
 _POSITIVE = (
+    "transaction_timeout_ms",
     "batch_max_records",
     "poll_timeout_ms",
     "topic_partitions",
@@ -50,6 +51,7 @@ OffsetReset = Literal["earliest", "latest"]
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 KafkaClient = Literal["kafka-python", "confluent"]
+ProcessingGuarantee = Literal["at-least-once", "exactly-once"]
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,9 @@ class Settings:
     auto_offset_reset: OffsetReset = "earliest"
     delivery_timeout_s: float = 30.0
     delivery_retry_max_s: float = 30.0
+    processing_guarantee: ProcessingGuarantee = "at-least-once"
+    transactional_id: str = ""
+    transaction_timeout_ms: int = 60000
     linger_ms: int = 5
     producer_batch_bytes: int = 262144
     max_event_bytes: int = 1_000_000
@@ -113,6 +118,14 @@ class Settings:
             raise ConfigError("settings fetch_max_wait_ms and linger_ms must not be negative")
         if self.heartbeat_interval_ms >= self.session_timeout_ms:
             raise ConfigError("setting heartbeat_interval_ms must be below session_timeout_ms")
+        if (
+            self.processing_guarantee == "exactly-once"
+            and self.delivery_timeout_s * 1000 > self.transaction_timeout_ms
+        ):
+            raise ConfigError(
+                "setting transaction_timeout_ms must be at least delivery_timeout_s "
+                "(a transaction has to outlast the delivery of its records)"
+            )
         if not 0 <= self.metrics_port < 65536:
             raise ConfigError(f"setting metrics_port must be a TCP port, got {self.metrics_port}")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -172,6 +185,7 @@ _CHOICES = {
     "SecurityProtocol": SecurityProtocol,
     "SaslMechanism": SaslMechanism,
     "KafkaClient": KafkaClient,
+    "ProcessingGuarantee": ProcessingGuarantee,
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import tomllib
 from pathlib import Path
 
@@ -92,3 +93,13 @@ def test_signing_key_from_file_is_read_and_never_shown(tmp_path: Path) -> None:
 def test_override_without_equals_sign_is_refused() -> None:
     with pytest.raises(ConfigError, match="NAME=VALUE"):
         parse_overrides(["linger_ms"])
+
+
+def test_exactly_once_needs_transactions_that_outlast_their_delivery() -> None:
+    with pytest.raises(ConfigError, match="transaction_timeout_ms must be at least"):
+        Settings(
+            processing_guarantee="exactly-once", delivery_timeout_s=30, transaction_timeout_ms=10000
+        )
+    assert Settings(processing_guarantee="exactly-once").transaction_timeout_ms == 60000
+    with pytest.raises(ConfigError, match=re.escape("one of at-least-once|exactly-once")):
+        load_settings({"SCORER_PROCESSING_GUARANTEE": "at-most-once"})

@@ -71,16 +71,31 @@ def build_consumer(settings: Settings, **overrides: Any) -> KafkaConsumer:
         "session_timeout_ms": settings.session_timeout_ms,
         "heartbeat_interval_ms": settings.heartbeat_interval_ms,
         "max_poll_interval_ms": settings.max_poll_interval_ms,
+        # exactly-once: never score what an upstream transaction may still abort
+        "isolation_level": "read_committed"
+        if settings.processing_guarantee == "exactly-once"
+        else "read_uncommitted",
         **overrides,
     }
     return _connect(KafkaConsumer, settings, **options)
 
 
-def build_producer(settings: Settings) -> KafkaProducer:
-    """acks=all with idempotence: a flush that returns without error means every record landed."""
+def build_producer(settings: Settings, transactional_id: str | None = None) -> KafkaProducer:
+    """acks=all with idempotence: a flush that returns without error means every record landed.
+    With a transactional_id, a transactional producer (exactly-once); `init_transactions` is
+    left to the caller."""
+    transactions: dict[str, Any] = (
+        {
+            "transactional_id": transactional_id,
+            "transaction_timeout_ms": settings.transaction_timeout_ms,
+        }
+        if transactional_id
+        else {}
+    )
     return _connect(
         KafkaProducer,
         settings,
+        **transactions,
         acks="all",
         linger_ms=settings.linger_ms,
         max_request_size=settings.max_event_bytes + _PRODUCER_HEADROOM_BYTES,

@@ -100,8 +100,16 @@ class WorkerMetrics:
         self.redis_errors = Counter(
             "scorer_redis_errors_total", "Redis operations that failed", ["operation"], registry=r
         )
+        self.transactions = Counter(
+            "scorer_transactions_total",
+            "Exactly-once: batch transactions committed or aborted",
+            ["result"],
+            registry=r,
+        )
         for result in ("ok", "failed"):
             self.reloads.labels(result)
+        for result in ("committed", "aborted"):
+            self.transactions.labels(result)
 
     def _check_age(self) -> float:
         return time.time() - self._last_check_at if self._last_check_at else float("nan")

@@ -12,7 +12,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from worker.errors import ConfigError
+from worker.errors import ConfigError, ServiceUnavailable
 from worker.settings import Settings
 from worker.stream.transport import Headers, Partition, RebalanceCallbacks, Record, TransportError
 
@@ -50,6 +50,8 @@ def consumer_config(settings: Settings) -> dict[str, Any]:
         "heartbeat.interval.ms": settings.heartbeat_interval_ms,
         "max.poll.interval.ms": settings.max_poll_interval_ms,
         "fetch.wait.max.ms": settings.fetch_max_wait_ms,
+        # librdkafka's default; named, as exactly-once depends on it
+        "isolation.level": "read_committed",
         **security_config(settings),
     }
 
@@ -130,6 +132,18 @@ class ConfluentConsumer:
         _, high = self._consumer.get_watermark_offsets(TopicPartition(*partition), cached=True)
         return int(high) if high >= 0 else None
 
+    def group_metadata(self) -> object:
+        return self._consumer.consumer_group_metadata()
+
+    def rewind(self, first_offsets: dict[Partition, int]) -> None:
+        assigned = set(_pairs(self._consumer.assignment()))
+        try:
+            for (topic, partition), offset in first_offsets.items():
+                if (topic, partition) in assigned:
+                    self._consumer.seek(TopicPartition(topic, partition, offset))
+        except KafkaException as exc:
+            raise TransportError(f"seek: {exc}") from exc
+
     def close(self) -> None:
         self._consumer.close()
 
@@ -142,12 +156,25 @@ def _confluent_offsets(next_offsets: dict[Partition, int]) -> list[TopicPartitio
 
 
 class ConfluentProducer:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, transactional_id: str | None = None) -> None:
+        """With a transactional id, a transactional producer, its transactions initialised
+        (which aborts what a previous producer with that id left open, and fences it)."""
+        config = producer_config(settings)
+        if transactional_id:
+            config |= {
+                "transactional.id": transactional_id,
+                "transaction.timeout.ms": settings.transaction_timeout_ms,
+            }
         try:
-            self._producer = Producer(producer_config(settings))
+            self._producer = Producer(config)
         except KafkaException as exc:
             raise ConfigError(f"setting kafka_client=confluent: {exc}") from None
         self._failures: list[str] = []
+        if transactional_id:
+            try:
+                self._producer.init_transactions(settings.startup_timeout_s)
+            except KafkaException as exc:
+                raise ServiceUnavailable(f"cannot start Kafka transactions: {exc}") from None
 
     def _report(self, error: KafkaError | None, message: Any) -> None:
         if error is not None:
@@ -180,6 +207,26 @@ class ConfluentProducer:
         if left:
             failures.append(f"{left} records still unacknowledged after {timeout_s:g}s")
         return failures
+
+    def begin_transaction(self) -> None:
+        try:
+            self._producer.begin_transaction()
+        except KafkaException as exc:
+            raise TransportError(f"begin transaction: {exc}") from exc
+
+    def commit_transaction(
+        self, next_offsets: dict[Partition, int], group_metadata: object, timeout_s: float
+    ) -> None:
+        failures = self.flush(timeout_s)
+        if failures:
+            raise TransportError(f"{len(failures)} records not acknowledged: {failures[0]}")
+        try:
+            self._producer.send_offsets_to_transaction(
+                _confluent_offsets(next_offsets), group_metadata, timeout_s
+            )
+            self._producer.commit_transaction(timeout_s)
+        except KafkaException as exc:
+            raise TransportError(f"commit transaction: {exc}") from exc
 
     def close(self) -> None:
         """Drop what is still queued: called after a delivered batch, or to replace a failed

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from worker.infra.clients import build_consumer, build_producer
 from worker.settings import Settings
-from worker.stream.kafka_python import KafkaPythonConsumer, KafkaPythonProducer
+from worker.stream.kafka_python import KafkaPythonConsumer, KafkaPythonProducer, transactional
 from worker.stream.transport import ScoringConsumer, ScoringProducer
 
 
@@ -16,9 +16,11 @@ def scoring_consumer(settings: Settings) -> ScoringConsumer:
     return KafkaPythonConsumer(build_consumer(settings))
 
 
-def scoring_producer(settings: Settings) -> ScoringProducer:
+def scoring_producer(settings: Settings, transactional_id: str | None = None) -> ScoringProducer:
+    """With a transactional id, a producer whose transactions have been initialised."""
     if settings.kafka_client == "confluent":
         from worker.stream.confluent import ConfluentProducer
 
-        return ConfluentProducer(settings)
-    return KafkaPythonProducer(build_producer(settings))
+        return ConfluentProducer(settings, transactional_id)
+    producer = build_producer(settings, transactional_id)
+    return transactional(producer) if transactional_id else KafkaPythonProducer(producer)

@@ -9,6 +9,7 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, Topic
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
+from worker.errors import ServiceUnavailable
 from worker.stream.partitioning import key_partitions
 from worker.stream.transport import Headers, Partition, RebalanceCallbacks, TransportError
 
@@ -60,6 +61,15 @@ class KafkaPythonConsumer:
         value = self._consumer.highwater(TopicPartition(*partition))
         return int(value) if value is not None else None
 
+    def group_metadata(self) -> object:
+        return self._consumer.group_metadata()
+
+    def rewind(self, first_offsets: dict[Partition, int]) -> None:
+        assigned = self._consumer.assignment()
+        for partition, offset in first_offsets.items():
+            if TopicPartition(*partition) in assigned:
+                self._consumer.seek(TopicPartition(*partition), offset)
+
     def close(self) -> None:
         self._consumer.close(autocommit=False)
 
@@ -110,7 +120,41 @@ class KafkaPythonProducer:
             return [f"flush did not complete: {type(exc).__name__}: {exc}"]
         return [str(f.exception) for f in futures if not f.succeeded()]
 
+    def begin_transaction(self) -> None:
+        try:
+            self._producer.begin_transaction()
+        except KafkaError as exc:
+            raise TransportError(f"begin transaction: {type(exc).__name__}: {exc}") from exc
+
+    def commit_transaction(
+        self, next_offsets: dict[Partition, int], group_metadata: object, timeout_s: float
+    ) -> None:
+        """The records are flushed first, with the flush's bound: kafka-python waits for the
+        offsets and the commit themselves without one (they go to the transaction
+        coordinator, and return when it answers or the producer fails)."""
+        failures = self.flush(timeout_s)
+        if failures:
+            raise TransportError(f"{len(failures)} records not acknowledged: {failures[0]}")
+        try:
+            self._producer.send_offsets_to_transaction(_kafka_offsets(next_offsets), group_metadata)
+            self._producer.commit_transaction()
+        except KafkaError as exc:
+            raise TransportError(f"commit transaction: {type(exc).__name__}: {exc}") from exc
+
     def close(self) -> None:
         """Drop what is still buffered: called after a delivered batch, or to replace a failed
         producer, whose batch is then sent again by a fresh one."""
         self._producer.close(timeout=0)
+
+
+def transactional(producer: KafkaProducer) -> KafkaPythonProducer:
+    """Register the transactional id with its coordinator, which aborts any transaction a
+    previous producer with that id left open and fences that producer out."""
+    try:
+        producer.init_transactions()
+    except KafkaError as exc:
+        producer.close(timeout=0)
+        raise ServiceUnavailable(
+            f"cannot start Kafka transactions: {type(exc).__name__}: {exc}"
+        ) from None
+    return KafkaPythonProducer(producer)

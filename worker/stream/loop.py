@@ -1,6 +1,6 @@
 """The consume → score → produce → commit loop, with its rebalance listener.
 
-Delivery is at-least-once: a batch's offsets are committed only after every prediction and
+At-least-once (the default): a batch's offsets are committed only after every prediction and
 dead-letter record of it is acknowledged.
 
 One batch is in flight at a time, so waiting on the broker overlaps with work:
@@ -11,6 +11,15 @@ The producer ships N while N+1 is polled and scored. Batch N+1 is sent only once
 landed, so a resend of N never overtakes N+1. Commits in the stream are not waited for; a
 rebalance (inside poll) and the stop first land the batch in flight, then commit everything
 delivered and wait for that commit.
+
+Exactly-once (`processing_guarantee`): each batch is one Kafka transaction, committed before
+the next poll, so nothing is in flight at a rebalance or a stop:
+
+    poll N → score N → begin → send N → N's offsets into the transaction → commit → poll N+1
+
+A transaction that fails is never committed: the consumer reads the batch again from its
+first offsets after a backoff, scoring it anew, and the replaced producer aborts the open
+transaction (its successor, with the same transactional id, fences it).
 """
 
 from __future__ import annotations
@@ -37,6 +46,7 @@ from worker.stream.transport import (
     ScoringProducer,
     TransportError,
     offsets_after,
+    offsets_from,
 )
 
 log = structlog.get_logger(__name__)
@@ -109,6 +119,8 @@ class ScoringLoop:
         self._stopping = stopping
         self._metrics = metrics
         self.partitions = PartitionTracker(before_revoke=self._settle_before_revoke)
+        self._exactly_once = settings.processing_guarantee == "exactly-once"
+        self._aborted_in_a_row = 0
         self._in_flight: OutgoingBatch | None = None
         self._delivered: dict[Partition, int] = {}  # offsets whose commit was not waited for
         self._stats = BatchStats()
@@ -171,6 +183,10 @@ class ScoringLoop:
     def _advance(self, outgoing: OutgoingBatch | None) -> bool:
         """Land the batch in flight, send the next one, then commit the landed one (the
         producer ships the next batch while the commit waits). False: stopped first."""
+        if self._exactly_once:
+            if outgoing is not None:
+                self._transact(outgoing)
+            return True
         landed, self._in_flight = self._in_flight, None
         if landed is not None and not self._land(landed):
             return False
@@ -238,6 +254,40 @@ class ScoringLoop:
         self._consumer.commit_async(batch.offsets, self._commit_failed)
         batch.delivery_s += time.monotonic() - started
         self._note_delivered(batch)
+
+    def _transact(self, batch: OutgoingBatch) -> None:
+        """Exactly-once: the batch's predictions, dead letters and input offsets commit
+        together or not at all (see the module docstring for a failure)."""
+        started = time.monotonic()
+        producer = self._producer
+        try:
+            producer.begin_transaction()
+            failure = self._send_all(batch)
+            if failure is None:
+                producer.commit_transaction(
+                    batch.offsets,
+                    self._consumer.group_metadata(),
+                    self._settings.delivery_timeout_s,
+                )
+        except TransportError as exc:
+            failure = str(exc)
+        batch.delivery_s += time.monotonic() - started
+        if failure is None:
+            self._aborted_in_a_row = 0
+            self._metrics.transactions.labels("committed").inc()
+            self._note_delivered(batch)
+            return
+        self._metrics.transactions.labels("aborted").inc()
+        self._delivery_failed(batch, failure, transaction="aborted")
+        try:
+            self._consumer.rewind(offsets_from(batch.records))
+        except TransportError as exc:
+            # Going on would skip the batch: stop, leaving it uncommitted for the next owner.
+            raise ScorerError(f"cannot read an aborted batch again: {exc}") from exc
+        self._stopping.wait(
+            backoff_s(self._aborted_in_a_row, cap_s=self._settings.delivery_retry_max_s)
+        )
+        self._aborted_in_a_row += 1
 
     def _commit_failed(self, error: str) -> None:
         """A commit that was not waited for failed: the next one, or the one at the next

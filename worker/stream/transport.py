@@ -51,6 +51,17 @@ class ScoringConsumer(Protocol):
         ...
 
     def highwater(self, partition: Partition) -> int | None: ...
+
+    def group_metadata(self) -> object:
+        """The group's generation and member id (KIP-447): what fences a transaction's
+        offsets, so a worker the group has moved on from cannot commit them."""
+        ...
+
+    def rewind(self, first_offsets: dict[Partition, int]) -> None:
+        """Read again from these offsets, on the partitions still assigned (exactly-once, after
+        an aborted transaction); the others went to their next owner in a rebalance."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -68,6 +79,17 @@ class ScoringProducer(Protocol):
         """Wait for every record sent since the last flush; describe each one that failed."""
         ...
 
+    # Exactly-once, on a producer built with a transactional id (factory.py):
+    def begin_transaction(self) -> None: ...
+
+    def commit_transaction(
+        self, next_offsets: dict[Partition, int], group_metadata: object, timeout_s: float
+    ) -> None:
+        """Wait for every record of the transaction (at most `timeout_s`), add the input
+        offsets to it, fenced by the group's metadata, and commit; TransportError otherwise
+        (the transaction is then left open: replacing the producer aborts it)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -75,3 +97,11 @@ def offsets_after(records: Sequence[Any]) -> dict[Partition, int]:
     """Per partition, the offset after the batch's last record (records are in offset order
     per partition, so the last one wins): what a commit of the batch names."""
     return {(r.topic, r.partition): r.offset + 1 for r in records}
+
+
+def offsets_from(records: Sequence[Any]) -> dict[Partition, int]:
+    """Per partition, the batch's first offset: where to read it again."""
+    first: dict[Partition, int] = {}
+    for r in records:
+        first.setdefault((r.topic, r.partition), r.offset)
+    return first

@@ -171,6 +171,10 @@ def run_throughput(bench: Bench) -> dict[str, Any]:
     variants: list[tuple[str, Callable[[int], RunResult]]] = [
         ("passthrough (ceiling)", lambda r: _run_passthrough(bench, input_topic)),
         ("worker, logistic", lambda r: _run_worker(bench, input_topic, "logistic")),
+        (
+            "worker, logistic, exactly-once",
+            lambda r: _run_worker(bench, input_topic, "logistic", exactly_once=True),
+        ),
         ("worker, forest", lambda r: _run_worker(bench, input_topic, "forest")),
         ("tutorial, logistic", lambda r: _run_tutorial(bench, input_topic)),
     ]
@@ -200,8 +204,11 @@ def _prefill(bench: Bench, topic: str, count: int) -> None:
         producer.close()
 
 
-def _run_worker(bench: Bench, input_topic: str, model: str, processes: int = 1) -> RunResult:
+def _run_worker(
+    bench: Bench, input_topic: str, model: str, processes: int = 1, exactly_once: bool = False
+) -> RunResult:
     output = bench.topic("bench-out")
+    guarantee = "exactly-once" if exactly_once else "at-least-once"
     active_key = f"bench:active:{uuid.uuid4().hex[:6]}"
     Registry(connect_redis(bench.settings), "bench", active_key).activate(model)
     args = ["worker", "run", "--processes", str(processes)]
@@ -214,6 +221,7 @@ def _run_worker(bench: Bench, input_topic: str, model: str, processes: int = 1) 
         registry_prefix="bench",
         active_key=active_key,
         metrics_port=0,
+        processing_guarantee=guarantee,
     )
     return _measure(bench, process, output, bench.options.events, f"worker, {model}")
 
@@ -281,10 +289,17 @@ def _measure(
 
 
 class OutputCounter:
-    """Reads an output topic from the beginning; keeps the count and the timestamp range."""
+    """Reads an output topic from the beginning, as a downstream reader of exactly-once output
+    does (read_committed: no effect without transactions); keeps the count and the timestamp
+    range."""
 
     def __init__(self, settings: Settings, topic: str) -> None:
-        self._consumer = topic_reader(settings, [topic], max_partition_fetch_bytes=8 * 1024 * 1024)
+        self._consumer = topic_reader(
+            settings,
+            [topic],
+            max_partition_fetch_bytes=8 * 1024 * 1024,
+            isolation_level="read_committed",
+        )
         self.count = 0
         self.first_ms = 2**63
         self.last_ms = 0
@@ -561,13 +576,13 @@ def machine() -> str:
 
 def render_throughput(rows: dict[str, Any]) -> str:
     lines = [
-        f"{'':24}{'events/s':>10}{'min-max':>17}{'x ceiling':>11}{'x tutorial':>12}"
+        f"{'':31}{'events/s':>10}{'min-max':>17}{'x ceiling':>11}{'x tutorial':>12}"
         f"{'peak RSS':>11}  cores: run+broker+bench"
     ]
     for name, row in rows.items():
         spread = f"{row['min']:,.0f}-{row['max']:,.0f}"
         lines.append(
-            f"{name:<24}{row['events_per_s']:>10,.0f}{spread:>17}"
+            f"{name:<31}{row['events_per_s']:>10,.0f}{spread:>17}"
             f"{row['ratio_to_ceiling']:>11.2f}{row['ratio_to_baseline']:>12.1f}"
             f"{row['peak_rss_mb']:>8.0f} MB  {_cores(row.get('cores', {}))}"
         )

@@ -5,21 +5,16 @@ from __future__ import annotations
 
 import resource
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.admin import NewTopic
+from kafka import KafkaProducer, TopicPartition
 
-from tests.conftest import Broker, RedisServer, TopicReader, send_events, wait_until
+from tests.conftest import Broker, RedisServer, TopicReader, committed, send_events, wait_until
 from tests.integration.ops.test_operations import http, metric
 from worker.infra.clients import client_options, ensure_topics
 from worker.ops.heartbeat import workers_key_prefix
 from worker.settings import Settings
-from worker.tools.stack import free_port, start_tansu
 from worker.tools.synthetic import event_bytes, feature_rows
 
 pytestmark = pytest.mark.integration
@@ -114,37 +109,6 @@ def worker_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-@pytest.fixture
-def refusing_output(settings: Settings, broker: Broker, tmp_path: Path) -> Iterator[Settings]:
-    """Settings whose output topic the broker refuses every record of, the way a real broker
-    refuses what it will not take. On Apache Kafka: a topic whose size limit no prediction
-    fits (MESSAGE_TOO_LARGE; Kafka 4 no longer refuses acks=all on a topic that demands more
-    in-sync replicas than it has). Tansu enforces no topic limits, so there a broker of the
-    test's own refuses by schema (INVALID_RECORD)."""
-    topic = f"refused-{settings.output_topic}"
-    if broker.kind == "kafka":
-        admin = KafkaAdminClient(**client_options(settings))
-        try:
-            config = {"max.message.bytes": "64"}
-            admin.create_topics(
-                [NewTopic(topic, settings.topic_partitions, 1, topic_configs=config)]
-            )
-        finally:
-            admin.close()
-        yield settings.replace(output_topic=topic)
-        return
-    schema = {
-        "type": "object",
-        "properties": {"value": {"type": "object", "required": ["never_present"]}},
-    }
-    (tmp_path / f"{topic}.json").write_bytes(orjson.dumps(schema))
-    port = free_port()
-    process = start_tansu(port, tmp_path / "broker.log", schema_dir=tmp_path)
-    yield settings.replace(kafka_bootstrap=f"127.0.0.1:{port}", output_topic=topic)
-    process.terminate()
-    process.wait(10)
-
-
 def test_predictions_the_broker_refuses_are_never_committed_and_nothing_is_lost(
     settings: Settings,
     client_settings: Settings,
@@ -203,13 +167,3 @@ def test_predictions_the_broker_refuses_are_never_committed_and_nothing_is_lost(
         lambda: committed(accepted, last) == {tp: o + 1 for tp, o in last.items()},
         what="offsets committed once delivered",
     )
-
-
-def committed(settings: Settings, partitions: dict[TopicPartition, int]) -> dict[Any, Any]:
-    group = KafkaConsumer(
-        **client_options(settings), group_id=settings.group_id, enable_auto_commit=False
-    )
-    try:
-        return {tp: group.committed(tp) for tp in partitions}
-    finally:
-        group.close(autocommit=False)

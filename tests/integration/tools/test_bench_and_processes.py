@@ -29,6 +29,7 @@ def test_bench_measures_every_variant_and_writes_json_and_chart(tmp_path: Path) 
     assert set(rows) == {
         "passthrough (ceiling)",
         "worker, logistic",
+        "worker, logistic, exactly-once",
         "worker, forest",
         "tutorial, logistic",
     }

@@ -42,6 +42,12 @@ class OneBatchConsumer:
     def highwater(self, partition: Partition) -> int | None:
         return 42
 
+    def group_metadata(self) -> object:
+        return "generation-1"
+
+    def rewind(self, first_offsets: dict[Partition, int]) -> None:
+        self.rewound = first_offsets
+
     def close(self) -> None:
         pass
 
@@ -63,6 +69,14 @@ class RefusingProducer:
 
     def flush(self, timeout_s: float) -> list[str]:
         return ["refused"]
+
+    def begin_transaction(self) -> None:
+        assert not self.closed, "a transaction on a closed producer"
+
+    def commit_transaction(
+        self, next_offsets: dict[Partition, int], group_metadata: object, timeout_s: float
+    ) -> None:
+        raise TransportError("records not acknowledged: refused")
 
     def close(self) -> None:
         self.closed = True
@@ -315,3 +329,84 @@ def test_an_unexpected_error_while_settling_at_a_rebalance_is_contained() -> Non
     assert consumer.commits == [{("in", 0): 2}, {("in", 0): 3}]
     assert consumer.waited == [{("in", 0): 3}]
     assert loop.events_scored == 2
+
+
+class TransactionJournal(JournalProducer):
+    """Journals transactions; commits them but the ones numbered in `refuse`."""
+
+    def begin_transaction(self) -> None:
+        self.journal.append("begin")
+
+    def commit_transaction(
+        self, next_offsets: dict[Partition, int], group_metadata: object, timeout_s: float
+    ) -> None:
+        self.flushes += 1
+        if self.flushes in self._refuse:
+            self.journal.append("commit refused")
+            raise TransportError("1 records not acknowledged: refused")
+        self.journal.append(f"commit {next_offsets[('in', 0)]} with {group_metadata}")
+
+
+def test_exactly_once_commits_each_batch_with_its_offsets_before_the_next_poll() -> None:
+    journal: list[str] = []
+    stopping = threading.Event()
+    consumer = ScriptedConsumer(journal, stopping, batches=2)
+    metrics = WorkerMetrics()
+    loop = ScoringLoop(
+        Settings(processing_guarantee="exactly-once"),
+        consumer=consumer,
+        producer_factory=lambda: TransactionJournal(journal),
+        current_model=model,
+        stopping=stopping,
+        metrics=metrics,
+    )
+    loop.run()
+    assert journal == [
+        "poll 1",
+        "begin",
+        "send",
+        "commit 1 with generation-1",
+        "poll 2",
+        "begin",
+        "send",
+        "commit 2 with generation-1",
+    ]
+    assert consumer.commits == [] and consumer.waited == []  # offsets go in the transactions
+    committed = metrics.registry.get_sample_value(
+        "scorer_transactions_total", {"result": "committed"}
+    )
+    assert committed == 2 and loop.events_scored == 2
+
+
+def test_an_aborted_transaction_rewinds_to_the_batch_and_fences_its_producer() -> None:
+    """The failed transaction is never committed; a fresh producer (same transactional id,
+    so it aborts the open one) serves the batch read again from its first offset."""
+    journal: list[str] = []
+    stopping = threading.Event()
+    consumer = ScriptedConsumer(journal, stopping, batches=2)
+    built: list[TransactionJournal] = []
+
+    def factory() -> TransactionJournal:
+        built.append(TransactionJournal(journal, refuse=[1] if not built else []))
+        return built[-1]
+
+    metrics = WorkerMetrics()
+    loop = ScoringLoop(
+        Settings(processing_guarantee="exactly-once", delivery_retry_max_s=0.01),
+        consumer=consumer,
+        producer_factory=factory,
+        current_model=model,
+        stopping=stopping,
+        metrics=metrics,
+    )
+    loop.run()
+    assert journal[:4] == ["poll 1", "begin", "send", "commit refused"]
+    assert consumer.rewound == {("in", 0): 0}
+    assert journal[4:] == ["poll 2", "begin", "send", "commit 2 with generation-1"]
+    assert [p.closed for p in built] == [True, True]
+    samples = {
+        result: metrics.registry.get_sample_value("scorer_transactions_total", {"result": result})
+        for result in ("committed", "aborted")
+    }
+    assert samples == {"committed": 1, "aborted": 1}
+    assert loop.events_scored == 1  # the aborted batch is not counted
