@@ -9,8 +9,9 @@ from typing import Any
 
 import numpy as np
 import orjson
+import pytest
 
-from worker.errors import ServiceUnavailable
+from worker.errors import ScorerError, ServiceUnavailable
 from worker.models.holder import LoadedModel
 from worker.ops.metrics import WorkerMetrics
 from worker.settings import Settings
@@ -410,3 +411,26 @@ def test_an_aborted_transaction_rewinds_to_the_batch_and_fences_its_producer() -
     }
     assert samples == {"committed": 1, "aborted": 1}
     assert loop.events_scored == 1  # the aborted batch is not counted
+
+
+class UnrewindableConsumer(ScriptedConsumer):
+    def rewind(self, first_offsets: dict[Partition, int]) -> None:
+        raise TransportError("seek: erroneous state")
+
+
+def test_an_aborted_batch_that_cannot_be_read_again_stops_the_worker_uncommitted() -> None:
+    """Going on would skip the batch; stopping leaves it to the partitions' next owner."""
+    journal: list[str] = []
+    stopping = threading.Event()
+    consumer = UnrewindableConsumer(journal, stopping, batches=3)
+    loop = ScoringLoop(
+        Settings(processing_guarantee="exactly-once", delivery_retry_max_s=0.01),
+        consumer=consumer,
+        producer_factory=lambda: TransactionJournal(journal, refuse=[1]),
+        current_model=model,
+        stopping=stopping,
+        metrics=WorkerMetrics(),
+    )
+    with pytest.raises(ScorerError, match="cannot read an aborted batch again: seek"):
+        loop.run()
+    assert "poll 2" not in journal and consumer.commits == [] and consumer.waited == []
