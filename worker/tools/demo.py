@@ -168,8 +168,14 @@ def _stream_and_report(
         text=True,
     )
     say(f"$ scorer loadgen --count {events} --rate {rate:g} --bad-fraction 0.01")
+    # Activate a third of the way through the stream's time, once predictions flow. (Counting
+    # a third of the events back instead made the switch late whenever the collector fell
+    # behind the workers, sometimes after the last event.)
+    streaming_since = time.monotonic()
     wait_for(
-        lambda: collected.seen >= events // 3, events / rate + 60, "a third of the events back"
+        lambda: collected.seen > 0 and time.monotonic() - streaming_since >= events / rate / 3,
+        events / rate + 60,
+        "the first predictions back",
     )
     activated_at = time.time()
     scorer(env, "model", "activate", "v2")
