@@ -392,6 +392,16 @@ def create_refusing_topic(settings: Settings, topic: str) -> None:
         admin.close()
 
 
+def last_offsets(futures: list[Any]) -> dict[TopicPartition, int]:
+    """Per partition, the offset of the last record these sends (acknowledged) wrote."""
+    last: dict[TopicPartition, int] = {}
+    for future in futures:
+        metadata = future.get()
+        tp = metadata.topic_partition
+        last[tp] = max(last.get(tp, -1), metadata.offset)
+    return last
+
+
 def committed(settings: Settings, partitions: dict[TopicPartition, int]) -> dict[Any, Any]:
     group = KafkaConsumer(
         **client_options(settings), group_id=settings.group_id, enable_auto_commit=False

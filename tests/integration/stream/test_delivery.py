@@ -7,9 +7,9 @@ import threading
 from typing import Any
 
 import pytest
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaConsumer, KafkaProducer
 
-from tests.conftest import TopicReader, log_events, send_events, wait_until
+from tests.conftest import TopicReader, last_offsets, log_events, send_events, wait_until
 from worker.infra.clients import client_options
 from worker.settings import Settings
 from worker.tools.stack import free_port
@@ -117,12 +117,7 @@ def test_sigterm_finishes_the_batch_commits_and_exits_zero(
     started = entries[events.index("worker.started")]
     assert {entry.get("worker_id") for entry in entries} == {started["worker_id"]}
 
-    last: dict[TopicPartition, int] = {}
-    for future in futures:
-        metadata = future.get()
-        last[metadata.topic_partition] = max(
-            last.get(metadata.topic_partition, -1), metadata.offset
-        )
+    last = last_offsets(futures)
     group = KafkaConsumer(
         **client_options(settings), group_id=settings.group_id, enable_auto_commit=False
     )

@@ -13,9 +13,16 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from kafka import KafkaProducer, TopicPartition
+from kafka import KafkaProducer
 
-from tests.conftest import TopicReader, committed, create_refusing_topic, on_tansu, wait_until
+from tests.conftest import (
+    TopicReader,
+    committed,
+    create_refusing_topic,
+    last_offsets,
+    on_tansu,
+    wait_until,
+)
 from worker.infra.clients import client_options, ensure_topics
 from worker.settings import Settings
 from worker.tools.synthetic import event_bytes, feature_rows
@@ -138,12 +145,7 @@ def test_an_aborted_transaction_leaves_nothing_for_read_committed_readers(
     ] + [producer.send(refused.input_topic, key=f"bad-{i}".encode(), value=b"{") for i in range(5)]
     producer.flush()
     producer.close()
-    last: dict[TopicPartition, int] = {}
-    for future in futures:
-        metadata = future.get()
-        last[metadata.topic_partition] = max(
-            last.get(metadata.topic_partition, -1), metadata.offset
-        )
+    last = last_offsets(futures)
 
     everything = TopicReader(refused).start()
     visible = TopicReader(refused, isolation_level="read_committed").start()

@@ -8,9 +8,17 @@ import threading
 from typing import Any
 
 import pytest
-from kafka import KafkaProducer, TopicPartition
+from kafka import KafkaProducer
 
-from tests.conftest import Broker, RedisServer, TopicReader, committed, send_events, wait_until
+from tests.conftest import (
+    Broker,
+    RedisServer,
+    TopicReader,
+    committed,
+    last_offsets,
+    send_events,
+    wait_until,
+)
 from tests.integration.ops.test_operations import http, metric
 from worker.infra.clients import client_options, ensure_topics
 from worker.ops.heartbeat import workers_key_prefix
@@ -132,10 +140,7 @@ def test_predictions_the_broker_refuses_are_never_committed_and_nothing_is_lost(
     ]
     producer.flush()
     producer.close()
-    last: dict[TopicPartition, int] = {}
-    for future in futures:
-        metadata = future.get()
-        last[metadata.topic_partition] = metadata.offset
+    last = last_offsets(futures)
 
     stuck = worker_factory(refused)
     registry = stuck.worker.metrics.registry
