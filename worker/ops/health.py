@@ -8,6 +8,7 @@ comes from `HealthSources`, so this server knows nothing of models or streams (/
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -49,7 +50,7 @@ class HealthServer:
     ) -> None:
         handler = type("Handler", (_Handler,), {"metrics": metrics, "sources": sources})
         try:
-            self._server = ThreadingHTTPServer((host, port), handler)
+            self._server = _Server((host, port), handler)
         except OSError as exc:
             raise ConfigError(
                 f"setting metrics_port: cannot listen on {host}:{port}: {exc.strerror}"
@@ -68,12 +69,25 @@ class HealthServer:
         self._server.server_close()
 
 
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A structured log line, not the standard library's traceback on stderr."""
+        error = sys.exception()
+        log.error("http.request_failed", error=f"{type(error).__name__}: {error}")
+
+
 class _Handler(BaseHTTPRequestHandler):
     metrics: CollectorRegistry
     sources: HealthSources
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # scrapes every few seconds would drown the worker's own log lines
+
+    def handle(self) -> None:
+        try:
+            super().handle()
+        except ConnectionError as exc:  # the client hung up before reading the answer
+            log.debug("http.client_gone", path=getattr(self, "path", ""), error=type(exc).__name__)
 
     def do_GET(self) -> None:
         if self.path == "/metrics":
