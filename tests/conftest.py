@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,7 @@ from worker.tools.stack import (
     start_tansu,
     stop_broker,
 )
-from worker.tools.synthetic import FEATURES, event_bytes, train
+from worker.tools.synthetic import FEATURES, event_bytes, feature_rows, train
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -410,3 +411,33 @@ def committed(settings: Settings, partitions: dict[TopicPartition, int]) -> dict
         return {tp: group.committed(tp) for tp in partitions}
     finally:
         group.close(autocommit=False)
+
+
+def steady_stream(
+    producer: KafkaProducer, topic: str, count: int, per_s: float = 1000.0
+) -> tuple[list[str], threading.Thread]:
+    """`count` events at about `per_s`, sent from a thread (join it for the last one)."""
+    ids = [f"e-{i}" for i in range(count)]
+    rows = feature_rows(count, seed=7)
+
+    def send() -> None:
+        for i, (event_id, row) in enumerate(zip(ids, rows, strict=True)):
+            producer.send(topic, key=event_id.encode(), value=event_bytes(event_id, row))
+            if i % 100 == 99:
+                producer.flush()
+                threading.Event().wait(100 / per_s)
+        producer.flush()
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    return ids, sender
+
+
+def assert_exactly_once(reader: TopicReader, ids: list[str]) -> None:
+    """Every event id has a prediction, and only one."""
+    wait_until(lambda: reader.scored_ids() == set(ids), timeout=90, what="every event scored")
+    wait_until(lambda: len(reader.predictions) >= len(ids), what="the last transaction read")
+    threading.Event().wait(1.0)  # a duplicate, were there one, would arrive by now
+    counts = Counter(p["event_id"] for p in reader.predictions)
+    assert [event_id for event_id, n in counts.items() if n > 1] == []
+    assert len(reader.predictions) == len(ids)

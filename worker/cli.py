@@ -99,7 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser("bench", parents=[common], help="the benchmark")
     bench.add_argument(
-        "--mode", choices=["throughput", "latency", "swap", "backlog"], default="throughput"
+        "--mode",
+        choices=["throughput", "latency", "swap", "backlog", "rebalance"],
+        default="throughput",
     )
     bench.add_argument(
         "--events", type=int, help="events pre-filled (default 50000; backlog: 1000000)"
@@ -217,7 +219,12 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         child_args = ["--config", str(args.config)] if args.config else []
         for override in args.set:
             child_args += ["--set", override]
-        return run_supervised(processes, child_args, settings.metrics_port)
+        identities = {
+            name: getattr(settings, name)
+            for name in ("group_instance_id", "transactional_id")
+            if getattr(settings, name)
+        }
+        return run_supervised(processes, child_args, settings.metrics_port, identities)
 
     worker = Worker(settings)
     bind_process_fields(worker_id=worker.worker_id)

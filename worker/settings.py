@@ -52,6 +52,8 @@ SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 KafkaClient = Literal["kafka-python", "confluent"]
 ProcessingGuarantee = Literal["at-least-once", "exactly-once"]
+PartitionAssignment = Literal["eager", "cooperative-sticky"]
+GroupProtocol = Literal["classic", "consumer"]
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,9 @@ class Settings:
     session_timeout_ms: int = 45000
     heartbeat_interval_ms: int = 3000
     max_poll_interval_ms: int = 300000
+    group_instance_id: str = ""
+    partition_assignment: PartitionAssignment = "eager"
+    group_protocol: GroupProtocol = "classic"
     auto_offset_reset: OffsetReset = "earliest"
     delivery_timeout_s: float = 30.0
     delivery_retry_max_s: float = 30.0
@@ -118,6 +123,12 @@ class Settings:
             raise ConfigError("settings fetch_max_wait_ms and linger_ms must not be negative")
         if self.heartbeat_interval_ms >= self.session_timeout_ms:
             raise ConfigError("setting heartbeat_interval_ms must be below session_timeout_ms")
+        if self.max_poll_interval_ms < self.session_timeout_ms:
+            raise ConfigError(
+                "setting max_poll_interval_ms must be at least session_timeout_ms "
+                "(librdkafka refuses less)"
+            )
+        self._check_group()
         if (
             self.processing_guarantee == "exactly-once"
             and self.delivery_timeout_s * 1000 > self.transaction_timeout_ms
@@ -132,6 +143,24 @@ class Settings:
             raise ConfigError(
                 f"setting log_level must be debug|info|warning|error, got {self.log_level!r}"
             )
+
+    def _check_group(self) -> None:
+        if self.group_instance_id and not _TOPIC_NAME.fullmatch(self.group_instance_id):
+            raise ConfigError(
+                f"setting group_instance_id is not a legal static member id: "
+                f"{self.group_instance_id!r} (1-249 of A-Z a-z 0-9 . _ -)"
+            )
+        if self.group_protocol == "consumer":
+            if self.kafka_client != "confluent":
+                raise ConfigError(
+                    "setting group_protocol=consumer needs kafka_client=confluent "
+                    "(kafka-python 3 speaks only the classic group protocol)"
+                )
+            if self.partition_assignment != "eager":
+                raise ConfigError(
+                    "setting partition_assignment does not apply with group_protocol=consumer "
+                    "(the broker assigns, incrementally); leave it at eager"
+                )
 
     def _check_security(self) -> None:
         if self.kafka_security_protocol.startswith("SASL_") and not (
@@ -186,6 +215,8 @@ _CHOICES = {
     "SaslMechanism": SaslMechanism,
     "KafkaClient": KafkaClient,
     "ProcessingGuarantee": ProcessingGuarantee,
+    "PartitionAssignment": PartitionAssignment,
+    "GroupProtocol": GroupProtocol,
 }
 
 

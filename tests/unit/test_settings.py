@@ -50,6 +50,18 @@ def test_defaults_apply_without_any_file(tmp_path: Path, monkeypatch: pytest.Mon
         ({"SCORER_METRICS_PORT": "70000"}, "metrics_port must be a TCP port"),
         ({"SCORER_HEARTBEAT_INTERVAL_MS": "60000"}, "heartbeat_interval_ms must be below"),
         ({"SCORER_SIGNING_KEY_FILE": "/nonexistent/key"}, "SCORER_SIGNING_KEY_FILE: cannot read"),
+        ({"SCORER_SESSION_TIMEOUT_MS": "400000"}, "max_poll_interval_ms must be at least"),
+        ({"SCORER_GROUP_INSTANCE_ID": "pod/0"}, "group_instance_id is not a legal static"),
+        ({"SCORER_PARTITION_ASSIGNMENT": "range"}, "must be one of eager|cooperative-sticky"),
+        ({"SCORER_GROUP_PROTOCOL": "consumer"}, "group_protocol=consumer needs kafka_client="),
+        (
+            {
+                "SCORER_GROUP_PROTOCOL": "consumer",
+                "SCORER_KAFKA_CLIENT": "confluent",
+                "SCORER_PARTITION_ASSIGNMENT": "cooperative-sticky",
+            },
+            "partition_assignment does not apply with group_protocol=consumer",
+        ),
     ],
 )
 def test_bad_settings_are_one_line_errors(env: dict[str, str], message: str) -> None:

@@ -9,6 +9,9 @@ import redis
 import structlog
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
+from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
+from kafka.coordinator.assignors.range import RangePartitionAssignor
+from kafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
 
 from worker.errors import ConfigError, ServiceUnavailable
@@ -78,6 +81,20 @@ def build_consumer(settings: Settings, **overrides: Any) -> KafkaConsumer:
         **overrides,
     }
     return _connect(KafkaConsumer, settings, **options)
+
+
+def group_options(settings: Settings) -> dict[str, Any]:
+    """How the scoring consumer takes part in its group: static membership and the assignor.
+    (`group_protocol=consumer` is refused for this client by the settings.)"""
+    strategy = (
+        (CooperativeStickyAssignor,)
+        if settings.partition_assignment == "cooperative-sticky"
+        else (RangePartitionAssignor, RoundRobinPartitionAssignor)  # kafka-python's default
+    )
+    return {
+        "group_instance_id": settings.group_instance_id or None,
+        "partition_assignment_strategy": strategy,
+    }
 
 
 def build_producer(settings: Settings, transactional_id: str | None = None) -> KafkaProducer:

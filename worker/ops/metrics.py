@@ -94,6 +94,17 @@ class WorkerMetrics:
             ["topic", "partition"],
             registry=r,
         )
+        self.partitions_paused = Gauge(
+            "scorer_partitions_paused",
+            "Assigned partitions paused while a batch is sent again (polling goes on)",
+            registry=r,
+        )
+        self.rebalances = Counter(
+            "scorer_rebalances_total",
+            "Partition assignment changes seen by the scoring consumer",
+            ["event"],
+            registry=r,
+        )
         self.kafka_errors = Counter(
             "scorer_kafka_errors_total", "Kafka operations that failed", ["operation"], registry=r
         )
@@ -110,6 +121,8 @@ class WorkerMetrics:
             self.reloads.labels(result)
         for result in ("committed", "aborted"):
             self.transactions.labels(result)
+        for event in ("assigned", "revoked", "lost"):
+            self.rebalances.labels(event)
 
     def _check_age(self) -> float:
         return time.time() - self._last_check_at if self._last_check_at else float("nan")

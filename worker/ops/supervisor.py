@@ -3,6 +3,10 @@
 The supervisor forwards SIGTERM/SIGINT to every child and waits for them (each one finishes
 its batch, commits and leaves the group), restarts a child that crashes with backoff, and
 gives up with a non-zero exit when children keep crashing.
+
+Identities that must be unique per process (a static member id, a transactional id) get the
+child's index appended, so `--processes 4` in a pod named `scorer-0` runs members
+`scorer-0-0` .. `scorer-0-3`; a restarted child takes its predecessor's identity back.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
 
@@ -42,6 +46,7 @@ class Supervisor:
     processes: int
     child_args: Sequence[str]
     metrics_port: int
+    identities: Mapping[str, str] = field(default_factory=dict)  # setting -> base value
     stopping: threading.Event = field(default_factory=threading.Event)
     crashes: deque[float] = field(default_factory=deque)
 
@@ -49,10 +54,12 @@ class Supervisor:
         """Each child gets its own HTTP port (metrics_port + index; 0 stays 'any free')."""
         port = self.metrics_port + index if self.metrics_port else 0
         env = os.environ | {env_name("metrics_port"): str(port)}
+        identity = [f"{name}={base}-{index}" for name, base in self.identities.items()]
         # A session of its own: a terminal's Ctrl-C reaches only the supervisor, which
         # forwards one SIGTERM (a second signal would make a child exit without committing).
         return subprocess.Popen(
-            [sys.executable, "-m", "worker", "run", *self.child_args],
+            [sys.executable, "-m", "worker", "run", *self.child_args]
+            + [arg for pair in identity for arg in ("--set", pair)],
             env=env,
             start_new_session=True,
         )
@@ -99,8 +106,10 @@ class Supervisor:
         return 0 if all(code == 0 for code in codes) else 1
 
 
-def run_supervised(processes: int, child_args: Sequence[str], metrics_port: int) -> int:
-    supervisor = Supervisor(processes, child_args, metrics_port)
+def run_supervised(
+    processes: int, child_args: Sequence[str], metrics_port: int, identities: Mapping[str, str]
+) -> int:
+    supervisor = Supervisor(processes, child_args, metrics_port, identities)
 
     def handle(signum: int, frame: FrameType | None) -> None:
         log.info("supervisor.stopping", signal=signal.Signals(signum).name)

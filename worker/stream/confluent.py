@@ -46,14 +46,31 @@ def consumer_config(settings: Settings) -> dict[str, Any]:
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
         "auto.offset.reset": settings.auto_offset_reset,
-        "session.timeout.ms": settings.session_timeout_ms,
-        "heartbeat.interval.ms": settings.heartbeat_interval_ms,
         "max.poll.interval.ms": settings.max_poll_interval_ms,
+        **group_config(settings),
         "fetch.wait.max.ms": settings.fetch_max_wait_ms,
         # librdkafka's default; named, as exactly-once depends on it
         "isolation.level": "read_committed",
         **security_config(settings),
     }
+
+
+def group_config(settings: Settings) -> dict[str, Any]:
+    """Membership: static (group.instance.id) or not, and the protocol. Under KIP-848's
+    consumer protocol the broker owns the session timing and the assignment, and librdkafka
+    refuses the classic protocol's settings for them."""
+    config: dict[str, Any] = {"group.protocol": settings.group_protocol}
+    if settings.group_instance_id:
+        config["group.instance.id"] = settings.group_instance_id
+    if settings.group_protocol == "classic":
+        config |= {
+            "session.timeout.ms": settings.session_timeout_ms,
+            "heartbeat.interval.ms": settings.heartbeat_interval_ms,
+            "partition.assignment.strategy": "cooperative-sticky"
+            if settings.partition_assignment == "cooperative-sticky"
+            else "range,roundrobin",  # librdkafka's default
+        }
+    return config
 
 
 def producer_config(settings: Settings) -> dict[str, Any]:
@@ -87,7 +104,12 @@ class ConfluentConsumer:
         def revoked(consumer: Consumer, partitions: list[TopicPartition]) -> None:
             callbacks.on_partitions_revoked(_pairs(partitions))
 
-        self._consumer.subscribe([topic], on_assign=assigned, on_revoke=revoked)
+        def lost(consumer: Consumer, partitions: list[TopicPartition]) -> None:
+            callbacks.on_partitions_lost(_pairs(partitions))
+
+        # After each callback the client itself applies the change (assign, or the incremental
+        # variant under cooperative-sticky and the consumer protocol).
+        self._consumer.subscribe([topic], on_assign=assigned, on_revoke=revoked, on_lost=lost)
 
     def poll_batch(self, timeout_ms: int, max_records: int) -> Sequence[Any]:
         try:
@@ -131,6 +153,14 @@ class ConfluentConsumer:
     def highwater(self, partition: Partition) -> int | None:
         _, high = self._consumer.get_watermark_offsets(TopicPartition(*partition), cached=True)
         return int(high) if high >= 0 else None
+
+    def pause_all(self) -> int:
+        assigned = self._consumer.assignment()
+        self._consumer.pause(assigned)
+        return len(assigned)
+
+    def resume_all(self) -> None:
+        self._consumer.resume(self._consumer.assignment())
 
     def group_metadata(self) -> object:
         return self._consumer.consumer_group_metadata()

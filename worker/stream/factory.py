@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from worker.infra.clients import build_consumer, build_producer
+from worker.infra.clients import build_consumer, build_producer, group_options
 from worker.settings import Settings
 from worker.stream.kafka_python import KafkaPythonConsumer, KafkaPythonProducer, transactional
 from worker.stream.transport import ScoringConsumer, ScoringProducer
@@ -13,7 +13,7 @@ def scoring_consumer(settings: Settings) -> ScoringConsumer:
         from worker.stream.confluent import ConfluentConsumer
 
         return ConfluentConsumer(settings)
-    return KafkaPythonConsumer(build_consumer(settings))
+    return KafkaPythonConsumer(build_consumer(settings, **group_options(settings)))
 
 
 def scoring_producer(settings: Settings, transactional_id: str | None = None) -> ScoringProducer:

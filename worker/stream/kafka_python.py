@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
-from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import AsyncConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
+from kafka.future import Future
 from kafka.structs import OffsetAndMetadata
 
 from worker.errors import ServiceUnavailable
@@ -14,15 +16,47 @@ from worker.stream.partitioning import key_partitions
 from worker.stream.transport import Headers, Partition, RebalanceCallbacks, TransportError
 
 
-class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, callbacks: RebalanceCallbacks) -> None:
+class _Listener(AsyncConsumerRebalanceListener):  # type: ignore[misc]
+    """kafka-python 3 calls rebalance listeners on its IO thread, the one that serves every
+    request of the consumer. A blocking call there is refused (a waited commit: "Cannot block
+    on net.run() from the IO thread itself") or stalls the heartbeats (a producer flush). So a
+    revocation, which lands the batch in flight and waits for its commit, runs on a thread of
+    its own, and the listener awaits it while the IO thread goes on serving that commit and
+    the heartbeats.
+
+    Waking the IO thread from another one takes its event loop's `call_soon_threadsafe`: the
+    one use of kafka-python internals here (`KafkaConsumer._net`), pinned by the version range
+    in pyproject.toml and exercised by tests/integration/stream/test_group_changes.py.
+    """
+
+    def __init__(self, callbacks: RebalanceCallbacks, net: Any) -> None:
         self._callbacks = callbacks
+        self._net = net
 
-    def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
-        self._callbacks.on_partitions_revoked(revoked)
+    async def on_partitions_revoked(self, revoked: Collection[TopicPartition]) -> None:
+        await self._off_io_thread(self._callbacks.on_partitions_revoked, revoked)
 
-    def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
-        self._callbacks.on_partitions_assigned(assigned)
+    async def on_partitions_lost(self, lost: Collection[TopicPartition]) -> None:
+        await self._off_io_thread(self._callbacks.on_partitions_lost, lost)
+
+    async def on_partitions_assigned(self, assigned: Collection[TopicPartition]) -> None:
+        self._callbacks.on_partitions_assigned(sorted(assigned))
+
+    async def _off_io_thread(
+        self,
+        callback: Callable[[Sequence[Partition]], None],
+        partitions: Collection[TopicPartition],
+    ) -> None:
+        done = Future()
+
+        def run() -> None:
+            try:
+                callback(sorted(partitions))
+            finally:
+                self._net.call_soon_threadsafe(lambda: done.success(None))
+
+        threading.Thread(target=run, name="kafka-rebalance", daemon=True).start()
+        await done
 
 
 class KafkaPythonConsumer:
@@ -30,7 +64,8 @@ class KafkaPythonConsumer:
         self._consumer = consumer
 
     def subscribe(self, topic: str, callbacks: RebalanceCallbacks) -> None:
-        self._consumer.subscribe([topic], listener=_Listener(callbacks))
+        listener = _Listener(callbacks, self._consumer._net)
+        self._consumer.subscribe([topic], listener=listener)
 
     def poll_batch(self, timeout_ms: int, max_records: int) -> Sequence[Any]:
         try:
@@ -60,6 +95,14 @@ class KafkaPythonConsumer:
     def highwater(self, partition: Partition) -> int | None:
         value = self._consumer.highwater(TopicPartition(*partition))
         return int(value) if value is not None else None
+
+    def pause_all(self) -> int:
+        assigned = self._consumer.assignment()
+        self._consumer.pause(*assigned)
+        return len(assigned)
+
+    def resume_all(self) -> None:
+        self._consumer.resume(*self._consumer.paused())
 
     def group_metadata(self) -> object:
         return self._consumer.group_metadata()

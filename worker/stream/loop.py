@@ -12,6 +12,12 @@ landed, so a resend of N never overtakes N+1. Commits in the stream are not wait
 rebalance (inside poll) and the stop first land the batch in flight, then commit everything
 delivered and wait for that commit.
 
+While a batch is retried (the broker refuses or does not acknowledge it), every assigned
+partition is paused and polling goes on: the worker keeps its membership however long the
+outage lasts. If the group takes partitions away meanwhile, the batch (and the next one, scored
+but not sent) is let go uncommitted: its partitions' next owner scores it, and the partitions
+this worker keeps are read again from the batch's first offsets.
+
 Exactly-once (`processing_guarantee`): each batch is one Kafka transaction, committed before
 the next poll, so nothing is in flight at a rebalance or a stop:
 
@@ -24,6 +30,7 @@ transaction (its successor, with the same transactional id, fences it).
 
 from __future__ import annotations
 
+import enum
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -56,20 +63,48 @@ class PartitionTracker:
     """Records assignment changes, and settles the batch in flight before partitions go.
 
     Both clients swallow or mangle exceptions raised in rebalance callbacks, so this never
-    raises: `before_revoke` must not either."""
+    raises: `before_revoke` and `on_lost` must not either."""
 
-    def __init__(self, before_revoke: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        before_revoke: Callable[[], None],
+        on_lost: Callable[[], None],
+        metrics: WorkerMetrics,
+    ) -> None:
         self.assigned: set[Partition] = set()
+        self.changes = 0  # revocations and losses so far: a retry that sees it move lets go
         self._before_revoke = before_revoke
+        self._on_lost = on_lost
+        self._metrics = metrics
 
     def on_partitions_revoked(self, revoked: Sequence[Partition]) -> None:
         self._before_revoke()
-        self.assigned = self.assigned - set(revoked)  # a new set: other threads read it
+        self._taken(revoked, "revoked")
         log.info("partitions.revoked", partitions=_names(revoked))
+
+    def on_partitions_lost(self, lost: Sequence[Partition]) -> None:
+        self._on_lost()
+        self._taken(lost, "lost")
+        log.warning("partitions.lost", partitions=_names(lost))
 
     def on_partitions_assigned(self, assigned: Sequence[Partition]) -> None:
         self.assigned = self.assigned | set(assigned)
+        self._metrics.rebalances.labels("assigned").inc()
         log.info("partitions.assigned", partitions=_names(assigned))
+
+    def _taken(self, partitions: Sequence[Partition], how: str) -> None:
+        self.assigned = self.assigned - set(partitions)  # a new set: other threads read it
+        if partitions:  # kafka-python revokes nothing before a first assignment
+            self.changes += 1
+            self._metrics.rebalances.labels(how).inc()
+
+
+class Landing(enum.Enum):
+    """How waiting for a batch's acknowledgements ended."""
+
+    LANDED = "landed"
+    STOPPED = "stopped"  # the worker is stopping: the batch stays uncommitted
+    LET_GO = "let go"  # partitions moved during the retries: the next owner scores it
 
 
 @dataclass
@@ -118,9 +153,14 @@ class ScoringLoop:
         self._current_model = current_model
         self._stopping = stopping
         self._metrics = metrics
-        self.partitions = PartitionTracker(before_revoke=self._settle_before_revoke)
+        self.partitions = PartitionTracker(
+            before_revoke=self._settle_before_revoke,
+            on_lost=self._forget_in_flight,
+            metrics=metrics,
+        )
         self._exactly_once = settings.processing_guarantee == "exactly-once"
         self._aborted_in_a_row = 0
+        self._paused = False
         self._in_flight: OutgoingBatch | None = None
         self._delivered: dict[Partition, int] = {}  # offsets whose commit was not waited for
         self._stats = BatchStats()
@@ -188,8 +228,13 @@ class ScoringLoop:
                 self._transact(outgoing)
             return True
         landed, self._in_flight = self._in_flight, None
-        if landed is not None and not self._land(landed):
-            return False
+        if landed is not None:
+            landing = self._land(landed)
+            if landing is Landing.STOPPED:
+                return False
+            if landing is Landing.LET_GO:
+                self._let_go(landed, outgoing)
+                return True
         if outgoing is not None:
             started = time.monotonic()
             outgoing.send_error = self._send_all(outgoing)
@@ -199,9 +244,10 @@ class ScoringLoop:
             self._settle(landed)
         return True
 
-    def _land(self, batch: OutgoingBatch) -> bool:
+    def _land(self, batch: OutgoingBatch) -> Landing:
         """Wait for every acknowledgement of the batch; after a failure, send it all again
-        through a fresh producer, with backoff, until it lands or the worker is stopped.
+        through a fresh producer, with backoff, polling paused partitions meanwhile, until it
+        lands, the worker is stopped, or the group moves partitions.
 
         At-least-once: a resent batch may land some records twice. Offsets never move past a
         record that was not acknowledged.
@@ -212,15 +258,68 @@ class ScoringLoop:
             failure = batch.send_error or self._flush()
             while failure is not None:
                 self._delivery_failed(batch, failure, attempt=attempt)
-                if self._stopping.wait(
+                waited = self._wait_polling(
                     backoff_s(attempt, cap_s=self._settings.delivery_retry_max_s)
-                ):
-                    return False  # stopping: leave the batch uncommitted for the next owner
+                )
+                if waited is not Landing.LANDED:
+                    return waited
                 attempt += 1
                 failure = self._send_all(batch) or self._flush()
-            return True
+            return Landing.LANDED
         finally:
             batch.delivery_s += time.monotonic() - started
+            self._resume()
+
+    def _wait_polling(self, seconds: float) -> Landing:
+        """Back off between delivery attempts while staying in the group: every assigned
+        partition paused, polls go on (heartbeats, rebalance callbacks), so
+        max_poll_interval_ms never runs out however long the broker refuses. LANDED: the
+        wait is over and nothing changed."""
+        deadline = time.monotonic() + seconds
+        changes = self.partitions.changes
+        while not self._stopping.is_set():
+            left_ms = int((deadline - time.monotonic()) * 1000)
+            if left_ms <= 0:
+                return Landing.LANDED
+            self._paused = True
+            self._metrics.partitions_paused.set(self._consumer.pause_all())
+            try:
+                records = self._consumer.poll_batch(
+                    min(left_ms, self._settings.poll_timeout_ms), self._settings.batch_max_records
+                )
+                if records:  # fetched before the pause, or from a partition just assigned
+                    self._consumer.rewind(offsets_from(records))
+            except TransportError as exc:
+                self._metrics.kafka_errors.labels("poll").inc()
+                log.warning("poll.failed", error=str(exc))
+                self._stopping.wait(min(1.0, max(left_ms, 0) / 1000))
+            self.last_poll_at = time.monotonic()
+            if self.partitions.changes != changes:
+                return Landing.LET_GO
+        return Landing.STOPPED
+
+    def _resume(self) -> None:
+        if self._paused:
+            self._paused = False
+            self._consumer.resume_all()
+            self._metrics.partitions_paused.set(0)
+
+    def _let_go(self, batch: OutgoingBatch, following: OutgoingBatch | None) -> None:
+        """Partitions moved while the batch was retried: drop it, and the batch scored after
+        it, uncommitted. Partitions that stayed are read again from the batch's first offsets
+        (this consumer has read past them); the others' next owner reads them from the last
+        commit."""
+        records = list(batch.records) + list(following.records if following else [])
+        log.warning(
+            "delivery.let_go_at_rebalance",
+            n=len(records),
+            partitions=_names(offsets_from(records)),
+        )
+        try:
+            self._consumer.rewind(offsets_from(records))
+        except TransportError as exc:
+            # Going on would skip these records: stop, leaving them for the next owner.
+            raise ScorerError(f"cannot read a dropped batch again: {exc}") from exc
 
     def _send_all(self, batch: OutgoingBatch) -> str | None:
         """Produce every prediction (same key as its event) and every dead-letter record;
@@ -284,9 +383,10 @@ class ScoringLoop:
         except TransportError as exc:
             # Going on would skip the batch: stop, leaving it uncommitted for the next owner.
             raise ScorerError(f"cannot read an aborted batch again: {exc}") from exc
-        self._stopping.wait(
+        self._wait_polling(
             backoff_s(self._aborted_in_a_row, cap_s=self._settings.delivery_retry_max_s)
         )
+        self._resume()
         self._aborted_in_a_row += 1
 
     def _commit_failed(self, error: str) -> None:
@@ -317,6 +417,12 @@ class ScoringLoop:
             self._commit_delivered()
         except Exception as exc:  # a rebalance callback must not raise (see PartitionTracker)
             log.error("rebalance.settle_failed", error=f"{type(exc).__name__}: {exc}")
+
+    def _forget_in_flight(self) -> None:
+        """The group moved on without this worker: the batch in flight and the commits not
+        yet confirmed cannot be committed any more; the partitions' next owner scores them."""
+        self._in_flight = None
+        self._delivered = {}
 
     def _delivery_failed(self, batch: OutgoingBatch, failure: str, **context: object) -> None:
         """Count and log it, and start over with a fresh producer."""

@@ -29,7 +29,21 @@ class Record(NamedTuple):
 
 
 class RebalanceCallbacks(Protocol):
-    def on_partitions_revoked(self, revoked: Sequence[Partition]) -> None: ...
+    """Called while the loop's thread is inside `poll_batch` or `close`, so never beside the
+    loop's own work; a revoke may block (it lands the batch in flight and waits for a commit).
+    librdkafka runs them on the loop's thread; kafka-python 3 on its IO thread, where the
+    transport hands a revoke to a thread of its own, as a blocking call there would stall the
+    client (kafka_python.py)."""
+
+    def on_partitions_revoked(self, revoked: Sequence[Partition]) -> None:
+        """The partitions go to another member: this one may still commit their offsets."""
+        ...
+
+    def on_partitions_lost(self, lost: Sequence[Partition]) -> None:
+        """The group moved on without this member (evicted): their offsets can no longer be
+        committed by it."""
+        ...
+
     def on_partitions_assigned(self, assigned: Sequence[Partition]) -> None: ...
 
 
@@ -51,6 +65,13 @@ class ScoringConsumer(Protocol):
         ...
 
     def highwater(self, partition: Partition) -> int | None: ...
+
+    def pause_all(self) -> int:
+        """Stop fetching from every assigned partition (polls go on returning nothing, and
+        keep the membership alive); how many are paused."""
+        ...
+
+    def resume_all(self) -> None: ...
 
     def group_metadata(self) -> object:
         """The group's generation and member id (KIP-447): what fences a transaction's

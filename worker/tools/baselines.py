@@ -65,6 +65,9 @@ class _NoRebalanceWork:
     def on_partitions_revoked(self, revoked: Sequence[Partition]) -> None:
         pass
 
+    def on_partitions_lost(self, lost: Sequence[Partition]) -> None:
+        pass
+
     def on_partitions_assigned(self, assigned: Sequence[Partition]) -> None:
         pass
 

@@ -12,6 +12,8 @@ joins are not counted. Modes:
 - swap: two workers under load; batch latency around `scorer model activate` and the time
   until every worker scores with the new version (control message, then polling path).
 - backlog: peak RSS while one worker drains a large queued backlog.
+- rebalance: group changes under a steady stream, per client and group option
+  (bench_rebalance.py).
 """
 
 from __future__ import annotations
@@ -97,11 +99,11 @@ class Bench:
     broker_pid: int | None = None  # the embedded broker's, for its CPU use
     broker_name: str = "external"
 
-    def topic(self, prefix: str) -> str:
+    def topic(self, prefix: str, partitions: int | None = None) -> str:
         name = f"{prefix}-{uuid.uuid4().hex[:8]}"
         admin = KafkaAdminClient(**client_options(self.settings))
         try:
-            admin.create_topics([NewTopic(name, self.options.partitions, 1)])
+            admin.create_topics([NewTopic(name, partitions or self.options.partitions, 1)])
         finally:
             admin.close()
         return name
@@ -384,11 +386,11 @@ def _latency_round(bench: Bench, rate: float) -> dict[str, Any]:
         metrics_port=port,
     )
     try:
-        _wait_ready(port)
+        wait_ready(port)
         broker_only = ArrivalTimer(bench.settings, input_topic, "ts")
         predictions = ArrivalTimer(bench.settings, output, "event_ts")
         with broker_only.running(), predictions.running():
-            _offer_load(bench, input_topic, rate, bench.options.duration_s)
+            offer_load(bench, input_topic, rate, bench.options.duration_s)
             expected = int(rate * bench.options.duration_s)
             wait_for(lambda: predictions.count >= expected * 0.999, 60, "predictions")
     finally:
@@ -466,7 +468,7 @@ class ArrivalTimer:
         return [round(float(q), 2) for q in quantiles]
 
 
-def _offer_load(bench: Bench, topic: str, rate: float, seconds: float) -> None:
+def offer_load(bench: Bench, topic: str, rate: float, seconds: float) -> None:
     producer = build_producer(bench.settings)
     try:
         generate(producer, topic, int(rate * seconds), rate=rate, id_prefix="lat", progress=True)
@@ -474,7 +476,7 @@ def _offer_load(bench: Bench, topic: str, rate: float, seconds: float) -> None:
         producer.close()
 
 
-def _wait_ready(port: int, timeout_s: float = 60) -> None:
+def wait_ready(port: int, timeout_s: float = 60) -> None:
     def ready() -> bool:
         try:
             with urllib.request.urlopen(f"http://{LOOPBACK}:{port}/readyz", timeout=2) as answer:
@@ -512,9 +514,9 @@ def run_swap(bench: Bench, rate: float) -> dict[str, Any]:
     seconds = max(bench.options.duration_s, 30.0)
     try:
         for port in ports:
-            _wait_ready(port)
+            wait_ready(port)
         with predictions.running():
-            load = threading.Thread(target=_offer_load, args=(bench, input_topic, rate, seconds))
+            load = threading.Thread(target=offer_load, args=(bench, input_topic, rate, seconds))
             load.start()
             time.sleep(seconds / 3)
             command_at = time.time()
@@ -656,6 +658,15 @@ def run_bench(settings: Settings, options: BenchOptions, mode: str) -> int:
         elif mode == "backlog":
             result["backlog"] = run_backlog(bench)
             print(orjson.dumps(result["backlog"], option=orjson.OPT_INDENT_2).decode())
+        elif mode == "rebalance":
+            from worker.tools.bench_rebalance import render_rebalance, run_rebalance, scenarios
+
+            rows = run_rebalance(bench, options.rate or 2000.0, scenarios(bench.broker_name))
+            result[f"rebalance ({bench.broker_name})"] = {
+                "offered_rate": options.rate or 2000.0,
+                "rows": rows,
+            }
+            print(render_rebalance(rows))
         else:
             rate = options.rate or _half_capacity(bench, options.out_dir)
             result[mode] = run_latency(bench, rate) if mode == "latency" else run_swap(bench, rate)

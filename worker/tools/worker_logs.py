@@ -7,7 +7,7 @@ process that made it.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,25 +20,45 @@ def entry_time(entry: dict[str, Any]) -> float:
     return dt.datetime.fromisoformat(entry["timestamp"]).timestamp()
 
 
+def _entries(path: Path, event: str) -> Iterator[dict[str, Any]]:
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            entry = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(entry, dict) and entry.get("event") == event:
+            yield entry
+
+
 def first_entries(
     paths: Iterable[Path], event: str, since: float = 0.0, **match: object
 ) -> list[dict[str, Any]]:
     """The first entry of `event` at or after `since` whose fields match, per log file."""
     found = []
     for path in paths:
-        for line in path.read_text(errors="replace").splitlines():
-            try:
-                entry = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                continue
-            if (
-                entry.get("event") == event
-                and entry_time(entry) >= since
-                and all(entry.get(k) == v or (v is ANY and entry.get(k)) for k, v in match.items())
+        for entry in _entries(path, event):
+            if entry_time(entry) >= since and all(
+                entry.get(k) == v or (v is ANY and entry.get(k)) for k, v in match.items()
             ):
                 found.append(entry)
                 break
     return found
+
+
+def entries_between(
+    paths: Iterable[Path], event: str, since: float, until: float
+) -> list[dict[str, Any]]:
+    """Every entry of `event` in [since, until), from all these log files."""
+    return [
+        entry
+        for path in paths
+        for entry in _entries(path, event)
+        if since <= entry_time(entry) < until
+    ]
+
+
+def times_between(paths: Iterable[Path], event: str, since: float, until: float) -> list[float]:
+    return [entry_time(entry) for entry in entries_between(paths, event, since, until)]
 
 
 def first_times(

@@ -7,8 +7,6 @@ can be shown there: these tests run on Apache Kafka only."""
 from __future__ import annotations
 
 import signal
-import threading
-from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -17,10 +15,12 @@ from kafka import KafkaProducer
 
 from tests.conftest import (
     TopicReader,
+    assert_exactly_once,
     committed,
     create_refusing_topic,
     last_offsets,
     on_tansu,
+    steady_stream,
     wait_until,
 )
 from worker.infra.clients import client_options, ensure_topics
@@ -49,34 +49,6 @@ def committed_reader(settings: Settings, producer: KafkaProducer) -> Any:
     reader = TopicReader(settings, isolation_level="read_committed").start()
     yield reader
     reader.stop()
-
-
-def steady_stream(
-    producer: KafkaProducer, topic: str, count: int, per_s: float = 1000.0
-) -> tuple[list[str], threading.Thread]:
-    ids = [f"e-{i}" for i in range(count)]
-    rows = feature_rows(count, seed=7)
-
-    def send() -> None:
-        for i, (event_id, row) in enumerate(zip(ids, rows, strict=True)):
-            producer.send(topic, key=event_id.encode(), value=event_bytes(event_id, row))
-            if i % 100 == 99:
-                producer.flush()
-                threading.Event().wait(100 / per_s)
-        producer.flush()
-
-    sender = threading.Thread(target=send)
-    sender.start()
-    return ids, sender
-
-
-def assert_exactly_once(reader: TopicReader, ids: list[str]) -> None:
-    wait_until(lambda: reader.scored_ids() == set(ids), timeout=90, what="every event scored")
-    wait_until(lambda: len(reader.predictions) >= len(ids), what="the last transaction read")
-    threading.Event().wait(1.0)  # a duplicate, were there one, would arrive by now
-    counts = Counter(p["event_id"] for p in reader.predictions)
-    assert [event_id for event_id, n in counts.items() if n > 1] == []
-    assert len(reader.predictions) == len(ids)
 
 
 def test_a_worker_killed_mid_stream_scores_each_event_exactly_once(

@@ -4,6 +4,7 @@ tests/integration/stream/test_survival.py and test_delivery.py)."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -25,12 +26,29 @@ class OneBatchConsumer:
     def __init__(self) -> None:
         self.commits: list[dict[Partition, int]] = []  # not waited for
         self.waited: list[dict[Partition, int]] = []  # waited for: at a rebalance and the stop
+        self.paused = False
+        self.paused_polls = 0
 
     def subscribe(self, topic: str, callbacks: RebalanceCallbacks) -> None:
         pass
 
     def poll_batch(self, timeout_ms: int, max_records: int) -> Sequence[Any]:
+        if self.paused:
+            return self.poll_paused(timeout_ms)
         return [Record("in", 0, 41, b"k", EVENT)]
+
+    def poll_paused(self, timeout_ms: int) -> Sequence[Any]:
+        """A real poll of paused partitions returns nothing after its timeout."""
+        self.paused_polls += 1
+        time.sleep(timeout_ms / 1000)
+        return []
+
+    def pause_all(self) -> int:
+        self.paused = True
+        return 1
+
+    def resume_all(self) -> None:
+        self.paused = False
 
     def commit(self, next_offsets: dict[Partition, int], timeout_s: float) -> None:
         self.waited.append(next_offsets)
@@ -204,6 +222,8 @@ class ScriptedConsumer(OneBatchConsumer):
         callbacks.on_partitions_assigned([("in", 0)])
 
     def poll_batch(self, timeout_ms: int, max_records: int) -> Sequence[Any]:
+        if self.paused:
+            return self.poll_paused(timeout_ms)
         self.polls += 1
         self.journal.append(f"poll {self.polls}")
         if self.polls == self._revoke_at and self._callbacks is not None:
@@ -434,3 +454,88 @@ def test_an_aborted_batch_that_cannot_be_read_again_stops_the_worker_uncommitted
     with pytest.raises(ScorerError, match="cannot read an aborted batch again: seek"):
         loop.run()
     assert "poll 2" not in journal and consumer.commits == [] and consumer.waited == []
+
+
+def test_while_a_batch_is_retried_its_partitions_are_paused_and_polling_goes_on() -> None:
+    """Polls during the backoff keep the membership (max_poll_interval_ms); they fetch
+    nothing, and the partitions are resumed once the batch lands."""
+    journal: list[str] = []
+    stopping = threading.Event()
+    consumer = ScriptedConsumer(journal, stopping, batches=3)
+    metrics = WorkerMetrics()
+    producer = JournalProducer(journal, refuse=[1, 2])  # batch 1 refused twice
+    loop = ScoringLoop(
+        Settings(delivery_retry_max_s=0.3, poll_timeout_ms=50),
+        consumer=consumer,
+        producer_factory=lambda: producer,
+        current_model=model,
+        stopping=stopping,
+        metrics=metrics,
+    )
+    polled_at: list[float] = []
+    original = consumer.poll_paused
+
+    def poll_paused(timeout_ms: int) -> Sequence[Any]:
+        polled_at.append(loop.last_poll_at)
+        assert metrics.registry.get_sample_value("scorer_partitions_paused") == 1
+        return original(timeout_ms)
+
+    consumer.poll_paused = poll_paused  # type: ignore[method-assign]
+    loop.run()
+    # two backoffs (0.2 s, then 0.3 s) of 50 ms polls
+    assert consumer.paused_polls >= 6
+    assert polled_at == sorted(polled_at) and len(set(polled_at)) == len(polled_at)
+    assert not consumer.paused
+    assert metrics.registry.get_sample_value("scorer_partitions_paused") == 0
+    assert consumer.commits == [{("in", 0): 1}, {("in", 0): 2}, {("in", 0): 3}]
+    assert loop.events_scored == 3
+
+
+class RevokingWhilePausedConsumer(ScriptedConsumer):
+    """The group takes the partition away (and gives it back) during the first paused poll."""
+
+    def poll_paused(self, timeout_ms: int) -> Sequence[Any]:
+        if self.paused_polls == 0 and self._callbacks is not None:
+            self._callbacks.on_partitions_revoked([("in", 0)])
+            self._callbacks.on_partitions_assigned([("in", 0)])
+        return super().poll_paused(timeout_ms)
+
+
+def test_a_rebalance_during_the_retries_lets_the_batch_go_uncommitted_and_reads_it_again() -> None:
+    """The retried batch and the one scored after it are dropped, not committed; the
+    partition (still this worker's) is read again from the first of them, and scoring goes
+    on with no deadlock."""
+    journal: list[str] = []
+    stopping = threading.Event()
+    consumer = RevokingWhilePausedConsumer(journal, stopping, batches=3)
+    producer = JournalProducer(journal, refuse=[1])
+    loop = loop_with(consumer, lambda: producer, stopping)
+    loop.run()
+    assert consumer.rewound == {("in", 0): 0}  # batch 1 and batch 2 let go
+    assert {("in", 0): 1} not in consumer.commits and {("in", 0): 2} not in consumer.commits
+    assert consumer.commits[-1] == {("in", 0): 3} and consumer.waited[-1] == {("in", 0): 3}
+    assert loop.events_scored == 1  # only batch 3 delivered (the stand-in does not re-serve)
+    assert not consumer.paused
+
+
+def test_a_lost_partition_forgets_what_cannot_be_committed_any_more() -> None:
+    """Evicted from the group: the batch in flight and unconfirmed commits are dropped (its
+    next owner scores them), not committed under a generation the group left behind."""
+    journal: list[str] = []
+    stopping = threading.Event()
+    consumer = ScriptedConsumer(journal, stopping, batches=3)
+    metrics = WorkerMetrics()
+    loop = loop_with(consumer, lambda: JournalProducer(journal), stopping, metrics)
+    original = consumer.poll_batch
+
+    def poll_batch(timeout_ms: int, max_records: int) -> Sequence[Any]:
+        if consumer.polls == 1:
+            loop.partitions.on_partitions_lost([("in", 0)])
+        return original(timeout_ms, max_records)
+
+    consumer.poll_batch = poll_batch  # type: ignore[method-assign]
+    loop.run()
+    assert {("in", 0): 1} not in consumer.commits  # batch 1 was in flight when lost
+    assert consumer.waited == [{("in", 0): 3}]
+    lost = metrics.registry.get_sample_value("scorer_rebalances_total", {"event": "lost"})
+    assert lost == 1
