@@ -7,7 +7,7 @@ from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from kafka import AsyncConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.errors import KafkaError
+from kafka.errors import IllegalStateError, KafkaError
 from kafka.future import Future
 from kafka.structs import OffsetAndMetadata
 
@@ -93,7 +93,12 @@ class KafkaPythonConsumer:
             on_failure(f"{type(exc).__name__}: {exc}")
 
     def highwater(self, partition: Partition) -> int | None:
-        value = self._consumer.highwater(TopicPartition(*partition))
+        """None for a partition no longer assigned: under cooperative-sticky, kafka-python
+        drops revoked partitions from the assignment before it calls the listener."""
+        try:
+            value = self._consumer.highwater(TopicPartition(*partition))
+        except IllegalStateError:
+            return None
         return int(value) if value is not None else None
 
     def pause_all(self) -> int:

@@ -258,11 +258,11 @@ class ScoringLoop:
             failure = batch.send_error or self._flush()
             while failure is not None:
                 self._delivery_failed(batch, failure, attempt=attempt)
-                waited = self._wait_polling(
+                interrupted = self._wait_polling(
                     backoff_s(attempt, cap_s=self._settings.delivery_retry_max_s)
                 )
-                if waited is not Landing.LANDED:
-                    return waited
+                if interrupted is not None:
+                    return interrupted
                 attempt += 1
                 failure = self._send_all(batch) or self._flush()
             return Landing.LANDED
@@ -270,17 +270,17 @@ class ScoringLoop:
             batch.delivery_s += time.monotonic() - started
             self._resume()
 
-    def _wait_polling(self, seconds: float) -> Landing:
+    def _wait_polling(self, seconds: float) -> Landing | None:
         """Back off between delivery attempts while staying in the group: every assigned
         partition paused, polls go on (heartbeats, rebalance callbacks), so
-        max_poll_interval_ms never runs out however long the broker refuses. LANDED: the
-        wait is over and nothing changed."""
+        max_poll_interval_ms never runs out however long the broker refuses. None: the wait
+        is over and nothing changed; else why it was cut short."""
         deadline = time.monotonic() + seconds
         changes = self.partitions.changes
         while not self._stopping.is_set():
             left_ms = int((deadline - time.monotonic()) * 1000)
             if left_ms <= 0:
-                return Landing.LANDED
+                return None
             self._paused = True
             self._metrics.partitions_paused.set(self._consumer.pause_all())
             try:
@@ -405,7 +405,8 @@ class ScoringLoop:
         """Called inside poll when partitions are about to go: land and commit the batch in
         flight now, while this worker still owns its partitions. One attempt only: if it
         fails, the batch is dropped uncommitted and the partitions' next owner scores it
-        again (at-least-once); retrying here would hold up the whole group."""
+        again (at-least-once); retrying here would hold up the whole group. Whatever happens
+        to the batch, the commit of everything delivered is made and waited for."""
         batch, self._in_flight = self._in_flight, None
         try:
             if batch is not None:
@@ -414,9 +415,12 @@ class ScoringLoop:
                     self._settle(batch)
                 else:
                     self._delivery_failed(batch, failure, at_rebalance=True)
-            self._commit_delivered()
         except Exception as exc:  # a rebalance callback must not raise (see PartitionTracker)
             log.error("rebalance.settle_failed", error=f"{type(exc).__name__}: {exc}")
+        try:
+            self._commit_delivered()
+        except Exception as exc:
+            log.error("rebalance.commit_failed", error=f"{type(exc).__name__}: {exc}")
 
     def _forget_in_flight(self) -> None:
         """The group moved on without this worker: the batch in flight and the commits not

@@ -468,10 +468,13 @@ class ArrivalTimer:
         return [round(float(q), 2) for q in quantiles]
 
 
-def offer_load(bench: Bench, topic: str, rate: float, seconds: float) -> None:
+def offer_load(
+    bench: Bench, topic: str, rate: float, seconds: float, progress: bool = True
+) -> None:
     producer = build_producer(bench.settings)
     try:
-        generate(producer, topic, int(rate * seconds), rate=rate, id_prefix="lat", progress=True)
+        count = int(rate * seconds)
+        generate(producer, topic, count, rate=rate, id_prefix="lat", progress=progress)
     finally:
         producer.close()
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from kafka.errors import KafkaTimeoutError, NotCoordinatorError
+from kafka.errors import IllegalStateError, KafkaTimeoutError, NotCoordinatorError
 
 from worker.stream.kafka_python import KafkaPythonConsumer, KafkaPythonProducer
 from worker.stream.transport import TransportError
@@ -59,3 +59,15 @@ def test_a_batch_without_partition_metadata_is_a_transport_error() -> None:
     producer = KafkaPythonProducer(NoMetadata())
     with pytest.raises(TransportError, match="KafkaTimeoutError"):
         producer.send_many("out", [b"v"], [b"k"])
+
+
+class RevokedBeforeTheListener:
+    """kafka-python under cooperative-sticky: revoked partitions leave the assignment before
+    the listener runs, and asking for their high watermark raises."""
+
+    def highwater(self, partition: Any) -> int:
+        raise IllegalStateError("Partition is not assigned")
+
+
+def test_the_high_watermark_of_a_partition_no_longer_assigned_is_unknown() -> None:
+    assert KafkaPythonConsumer(RevokedBeforeTheListener()).highwater(("in", 6)) is None
