@@ -11,11 +11,15 @@ from the predictions' own `scored_at` and the workers' JSON logs:
 - settle: from each change to the last partition assignment in its phase, in any worker's log;
 - restart revocations: partitions the other workers gave up during the restart (0 is a
   restart with no rebalance at all).
+
+With `--rounds N` (default 3) each scenario runs N times, interleaved with the others: the
+table gives the median of each timing and the counts summed over the rounds.
 """
 
 from __future__ import annotations
 
 import itertools
+import statistics
 import subprocess
 import sys
 import threading
@@ -132,11 +136,27 @@ class Fleet:
 
 
 def run_rebalance(bench: Bench, rate: float, scenarios: tuple[Scenario, ...]) -> dict[str, Any]:
-    rows = {}
-    for scenario in scenarios:
-        rows[scenario.name] = _run_scenario(bench, scenario, rate)
-        print(f"{scenario.name}: {rows[scenario.name]}", file=sys.stderr)
-    return rows
+    """Each scenario `bench.options.rounds` times, interleaved; see `_combine`."""
+    runs: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for _ in range(bench.options.rounds):
+        for scenario in scenarios:
+            runs[scenario.name].append(_run_scenario(bench, scenario, rate))
+            print(f"{scenario.name}: {runs[scenario.name][-1]}", file=sys.stderr)
+    return {name: _combine(each) for name, each in runs.items()}
+
+
+COUNTED = ("scored_twice", "missing")  # summed over the rounds: one duplicate is one too many
+
+
+def _combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The median of each timing over the rounds, the counts summed, and every round kept."""
+    combined: dict[str, Any] = {
+        key: sum(run[key] for run in runs)
+        if key in COUNTED
+        else round(statistics.median(run[key] for run in runs), 2)
+        for key in runs[0]
+    }
+    return combined | {"rounds": runs}
 
 
 def _run_scenario(bench: Bench, scenario: Scenario, rate: float) -> dict[str, Any]:
