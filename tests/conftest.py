@@ -126,8 +126,10 @@ def settings(broker: Broker, redis_server: RedisServer) -> Settings:
         output_topic=f"out-{tag}",
         control_topic=f"control-{tag}",
         dlq_topic=f"dlq-{tag}",
+        shadow_topic=f"shadow-{tag}",
         group_id=f"group-{tag}",
         active_key=f"test:{tag}:active",
+        route_key=f"test:{tag}:route",
         registry_prefix=f"test:{tag}",
         active_poll_s=1.0,
         metrics_port=0,
@@ -176,7 +178,7 @@ def run_scorer(
 
 @pytest.fixture
 def registry(settings: Settings) -> Registry:
-    return Registry(connect_redis(settings), settings.registry_prefix, settings.active_key)
+    return Registry.for_settings(connect_redis(settings), settings)
 
 
 @pytest.fixture
@@ -237,6 +239,7 @@ class TopicReader:
         self._settings = settings
         self._isolation_level = isolation_level
         self.predictions: list[dict[str, Any]] = []
+        self.shadow_predictions: list[dict[str, Any]] = []
         self.dead_letters: list[Any] = []
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -245,19 +248,23 @@ class TopicReader:
     def _run(self) -> None:
         consumer = topic_reader(
             self._settings,
-            [self._settings.output_topic, self._settings.dlq_topic],
+            [self._settings.output_topic, self._settings.dlq_topic, self._settings.shadow_topic],
             isolation_level=self._isolation_level,
         )
         while not self._stop.is_set():
             for tp, records in consumer.poll(timeout_ms=100).items():
                 with self._lock:
-                    if tp.topic == self._settings.output_topic:
-                        self.predictions += [
-                            orjson.loads(r.value) | {"_key": r.key, "_partition": r.partition}
-                            for r in records
-                        ]
-                    else:
+                    if tp.topic == self._settings.dlq_topic:
                         self.dead_letters += records
+                        continue
+                    decoded = [
+                        orjson.loads(r.value) | {"_key": r.key, "_partition": r.partition}
+                        for r in records
+                    ]
+                    if tp.topic == self._settings.output_topic:
+                        self.predictions += decoded
+                    else:
+                        self.shadow_predictions += decoded
         consumer.close()
 
     def scored_ids(self) -> set[str]:

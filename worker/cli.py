@@ -22,6 +22,13 @@ from worker.commands.model import (
     cmd_model_publish,
     cmd_model_rollback,
 )
+from worker.commands.route import (
+    cmd_model_abort,
+    cmd_model_canary,
+    cmd_model_promote,
+    cmd_model_route,
+    cmd_model_shadow,
+)
 from worker.commands.status import cmd_status
 from worker.errors import ConfigError, ScorerError
 from worker.infra.clients import build_producer
@@ -100,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", parents=[common], help="the benchmark")
     bench.add_argument(
         "--mode",
-        choices=["throughput", "latency", "swap", "backlog", "rebalance"],
+        choices=["throughput", "latency", "swap", "backlog", "rebalance", "experiments"],
         default="throughput",
     )
     bench.add_argument(
@@ -150,7 +157,10 @@ def _add_model_commands(
     model = commands.add_parser("model", help="the model registry").add_subparsers(
         required=True, metavar="ACTION"
     )
-    publish = model.add_parser("publish", parents=[common], help="store a joblib artifact")
+    change = argparse.ArgumentParser(add_help=False, parents=[common])
+    change.add_argument("--by", help="who makes the change, for the record (default: user@host)")
+    change.add_argument("--reason", default="", help="why, for the record")
+    publish = model.add_parser("publish", parents=[change], help="store a joblib artifact")
     publish.add_argument("file", type=Path)
     publish.add_argument("--version", required=True)
     publish.add_argument(
@@ -160,12 +170,34 @@ def _add_model_commands(
     publish.add_argument("--note", default="")
     publish.add_argument("--activate", action="store_true")
     publish.set_defaults(command=cmd_model_publish)
-    activate = model.add_parser("activate", parents=[common], help="make a version active")
+    activate = model.add_parser("activate", parents=[change], help="make a version active")
     activate.add_argument("version")
     activate.set_defaults(command=cmd_model_activate)
     model.add_parser(
-        "rollback", parents=[common], help="activate the previous version"
+        "rollback", parents=[change], help="activate the previous version"
     ).set_defaults(command=cmd_model_rollback)
+    canary = model.add_parser(
+        "canary", parents=[change], help="score a share of the keys with another version"
+    )
+    canary.add_argument("version")
+    canary.add_argument("--percent", type=float, required=True, help="0 < P <= 50")
+    canary.add_argument("--force", action="store_true", help="allow a percent above 50")
+    canary.set_defaults(command=cmd_model_canary)
+    shadow = model.add_parser(
+        "shadow", parents=[change], help="score every event with more versions, unseen"
+    )
+    shadow.add_argument("versions", nargs="*")
+    shadow.add_argument("--off", action="store_true", help="no shadow versions")
+    shadow.set_defaults(command=cmd_model_shadow)
+    model.add_parser(
+        "promote", parents=[change], help="make the canary the active version"
+    ).set_defaults(command=cmd_model_promote)
+    model.add_parser("abort", parents=[change], help="canary and shadows off").set_defaults(
+        command=cmd_model_abort
+    )
+    route = model.add_parser("route", parents=[common], help="show the route and the fleet's")
+    route.add_argument("--json", action="store_true")
+    route.set_defaults(command=cmd_model_route)
     listing = model.add_parser("list", parents=[common], help="list versions")
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(command=cmd_model_list)

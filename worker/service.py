@@ -11,7 +11,7 @@ from typing import Any
 import structlog
 
 from worker.infra.clients import build_consumer, connect_redis, ensure_topics
-from worker.models.holder import LoadedModel, ModelHolder
+from worker.models.holder import LoadedModel, ModelHolder, Serving
 from worker.models.registry import Registry
 from worker.models.reloader import ModelReloader
 from worker.ops.health import HealthServer, HealthSources, Readiness
@@ -72,7 +72,7 @@ class Worker:
         try:
             redis_client = connect_redis(settings)
             ensure_topics(settings)
-            registry = Registry(redis_client, settings.registry_prefix, settings.active_key)
+            registry = Registry.for_settings(redis_client, settings)
             self.reloader = ModelReloader(
                 settings,
                 registry,
@@ -107,7 +107,7 @@ class Worker:
             self.settings,
             consumer=scoring_consumer(self.settings),
             producer_factory=lambda: scoring_producer(self.settings, self.transactional_id),
-            current_model=self._current_model,
+            serving=self._serving,
             stopping=self._stopping,
             metrics=self.metrics,
         )
@@ -138,17 +138,17 @@ class Worker:
                 next_log = time.monotonic() + _WAITING_LOG_INTERVAL_S
         return None
 
-    def _current_model(self) -> LoadedModel:
-        model = self.holder.current()
-        assert model is not None, "the loop starts only after a model is loaded"
-        return model
+    def _serving(self) -> Serving:
+        serving = self.holder.serving()
+        assert serving is not None, "the loop starts only after a model is loaded"
+        return serving
 
     def _health_sources(self) -> HealthSources:
         max_event_bytes = self.settings.max_event_bytes
         return HealthSources(
             alive=self.alive,
             readiness=self.readiness,
-            predict=lambda body: predict_body(body, self.holder.current(), max_event_bytes),
+            predict=lambda body: predict_body(body, self.holder.serving(), max_event_bytes),
         )
 
     def alive(self) -> bool:
@@ -170,7 +170,8 @@ class Worker:
 
     def snapshot(self) -> dict[str, Any]:
         """The heartbeat record that `scorer status` shows."""
-        model = self.holder.current()
+        serving = self.holder.serving()
+        model = serving.primary if serving else None
         loop = self.loop
         readiness = self.readiness()
         return {
@@ -179,6 +180,8 @@ class Worker:
             "pid": os.getpid(),
             "model_version": model.version if model else None,
             "sha256": model.sha256 if model else None,
+            "route": serving.route.as_json() if serving else {},
+            "route_error": serving.route_error if serving else None,
             "partitions": sorted(f"{topic}[{part}]" for topic, part in loop.partitions.assigned)
             if loop
             else [],

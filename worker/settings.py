@@ -67,8 +67,10 @@ class Settings:
     output_topic: str = "ad-click-predictions"
     control_topic: str = "model-control"
     dlq_topic: str = "ad-click-features-dlq"
+    shadow_topic: str = "ad-click-predictions-shadow"
     group_id: str = "scorer"
     active_key: str = "scorer:model:active"
+    route_key: str = "scorer:model:route"
     registry_prefix: str = "scorer:model"
     metrics_port: int = 9464
     metrics_host: str = "0.0.0.0"
@@ -112,7 +114,7 @@ class Settings:
         for name in _POSITIVE:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"setting {name} must be positive, got {getattr(self, name)}")
-        for name in ("input_topic", "output_topic", "control_topic", "dlq_topic"):
+        for name in ("input_topic", "output_topic", "control_topic", "dlq_topic", "shadow_topic"):
             if not _TOPIC_NAME.fullmatch(getattr(self, name)):
                 raise ConfigError(
                     f"setting {name} is not a legal Kafka topic name: "

@@ -1,31 +1,39 @@
 """`scorer model publish|activate|rollback|list`: the registry's operator commands.
 
 Each changes the truth in Redis first, then announces it on the control topic (a trigger:
-workers that miss it pick the change up within active_poll_s).
+workers that miss it pick the change up within active_poll_s). Each change is recorded with
+who made it (`--by`, default user@host) and why (`--reason`).
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import getpass
+import socket
 import sys
 from collections.abc import Callable
 
 import orjson
 from kafka.errors import KafkaError
 
-from worker.errors import ConfigError, ScorerError
+from worker.errors import ConfigError, RegistryError, ScorerError
 from worker.infra.clients import build_producer, connect_redis
 from worker.models.artifacts import inspect_estimator, load_estimator
-from worker.models.control import announce
+from worker.models.control import activation_message, announce
 from worker.models.registry import Registry, RegistryEntry
 from worker.settings import Settings
 
 _ANNOUNCE_TIMEOUT_S = 10.0
 
 
-def _registry(settings: Settings) -> Registry:
-    return Registry(connect_redis(settings), settings.registry_prefix, settings.active_key)
+def registry_of(settings: Settings) -> Registry:
+    return Registry.for_settings(connect_redis(settings), settings)
+
+
+def author(args: argparse.Namespace) -> str:
+    """Who makes a change: `--by`, else the user at this host."""
+    return str(args.by) if args.by else f"{getpass.getuser()}@{socket.gethostname()}"
 
 
 def cmd_model_publish(args: argparse.Namespace, settings: Settings) -> int:
@@ -35,33 +43,41 @@ def cmd_model_publish(args: argparse.Namespace, settings: Settings) -> int:
         raise ConfigError(f"cannot read {args.file}: {exc.strerror}") from None
     features = [f.strip() for f in args.features.split(",")] if args.features else None
     info = inspect_estimator(load_estimator(data), features)
-    entry = _registry(settings).publish(data, args.version, info, args.note, settings.signing_key)
+    entry = registry_of(settings).publish(data, args.version, info, args.note, settings.signing_key)
     print(
         f"published {entry.version} sha256={entry.sha256} {entry.estimator_class} "
         f"features={len(entry.features)}"
     )
     if args.activate:
-        return _activate(settings, lambda registry: registry.activate(args.version))
+        return switch_active(
+            settings, lambda r: r.activate(args.version, author(args), args.reason)
+        )
     return 0
 
 
 def cmd_model_activate(args: argparse.Namespace, settings: Settings) -> int:
-    return _activate(settings, lambda registry: registry.activate(args.version))
+    return switch_active(settings, lambda r: r.activate(args.version, author(args), args.reason))
 
 
 def cmd_model_rollback(args: argparse.Namespace, settings: Settings) -> int:
-    return _activate(settings, lambda registry: registry.rollback())
+    return switch_active(settings, lambda r: r.rollback(author(args), args.reason))
 
 
-def _activate(settings: Settings, switch: Callable[[Registry], RegistryEntry]) -> int:
+def switch_active(settings: Settings, switch: Callable[[Registry], RegistryEntry]) -> int:
     """Switch in Redis (the truth), then announce on the control topic (the trigger)."""
-    entry = switch(_registry(settings))
+    entry = switch(registry_of(settings))
     print(f"active version is now {entry.version} (sha256={entry.sha256})")
+    announce_change(settings, activation_message(entry))
+    return 0
+
+
+def announce_change(settings: Settings, message: bytes) -> None:
+    """Publish a control message; if Kafka is away, say the change still arrives by polling."""
     quick = settings.replace(startup_timeout_s=min(settings.startup_timeout_s, _ANNOUNCE_TIMEOUT_S))
     try:
         producer = build_producer(quick)
         try:
-            announce(producer, settings.control_topic, entry, _ANNOUNCE_TIMEOUT_S)
+            announce(producer, settings.control_topic, message, _ANNOUNCE_TIMEOUT_S)
         finally:
             producer.close(timeout=_ANNOUNCE_TIMEOUT_S)
     except (ScorerError, KafkaError) as exc:
@@ -70,22 +86,25 @@ def _activate(settings: Settings, switch: Callable[[Registry], RegistryEntry]) -
             f"within active_poll_s={settings.active_poll_s:g}s",
             file=sys.stderr,
         )
-    return 0
 
 
 def cmd_model_list(args: argparse.Namespace, settings: Settings) -> int:
-    registry = _registry(settings)
+    registry = registry_of(settings)
     active = registry.active_version()
     entries = registry.versions()
+    roles = _roles(registry, active)
     if args.json:
-        rows = [entry.summary() | {"active": entry.version == active} for entry in entries]
+        rows = [
+            entry.summary() | {"active": entry.version == active, "role": roles.get(entry.version)}
+            for entry in entries
+        ]
         print(
             orjson.dumps({"active": active, "versions": rows}, option=orjson.OPT_INDENT_2).decode()
         )
         return 0
     print(f"{'':2}{'VERSION':<12}{'CLASS':<28}{'FEATURES':>8}  {'SHA256':<14}{'CREATED':<22}NOTE")
     for entry in entries:
-        mark = "*" if entry.version == active else " "
+        mark = {"primary": "*", "canary": "c", "shadow": "s"}.get(roles.get(entry.version, ""), " ")
         created = _iso(entry.created_at)
         short_class = entry.estimator_class.rsplit(".", 1)[-1]
         print(
@@ -95,6 +114,18 @@ def cmd_model_list(args: argparse.Namespace, settings: Settings) -> int:
     if active is not None and active not in {entry.version for entry in entries}:
         print(f"warning: active key names {active}, which is not in the registry", file=sys.stderr)
     return 0
+
+
+def _roles(registry: Registry, active: str | None) -> dict[str, str]:
+    """Each serving version's role (primary, canary, shadow); an unreadable route adds none."""
+    roles = {active: "primary"} if active else {}
+    try:
+        route = registry.route()
+    except RegistryError:
+        return roles
+    if route.canary is not None:
+        roles[route.canary.version] = "canary"
+    return roles | dict.fromkeys(route.shadow, "shadow")
 
 
 def _iso(epoch_s: float) -> str:

@@ -30,18 +30,25 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def collect_status(settings: Settings, client: redis.Redis) -> dict[str, Any]:
-    registry = Registry(client, settings.registry_prefix, settings.active_key)
+    registry = Registry.for_settings(client, settings)
     active = registry.active_version()
     try:
         active_entry = registry.entry(active).summary() if active else None
     except RegistryError as exc:
         active_entry = {"error": str(exc)}
+    try:
+        route: dict[str, Any] | None = registry.route().as_json()
+    except RegistryError as exc:
+        route = None
+        active_entry = (active_entry or {}) | {"route_error": str(exc)}
     workers = read_heartbeats(client, settings.registry_prefix)
     status: dict[str, Any] = {
         "active_version": active,
         "active": active_entry,
+        "route": route,
         "workers": workers,
-        "converged": bool(workers) and all(w.get("model_version") == active for w in workers),
+        "converged": bool(workers)
+        and all(w.get("model_version") == active and w.get("route", {}) == route for w in workers),
     }
     try:
         status["kafka"] = kafka_offsets(settings)
@@ -80,7 +87,7 @@ def kafka_offsets(settings: Settings) -> dict[str, Any]:
                 "partition": tp.partition,
                 "committed": offset,
                 "end": ends[tp],
-                "lag": ends[tp] - (offset or 0),
+                "lag": max(0, ends[tp] - (offset or 0)),  # Tansu: end offsets can trail
             }
         )
     return {
@@ -98,16 +105,17 @@ def _partitions(consumer: KafkaConsumer, topic: str) -> list[TopicPartition]:
 
 
 def render_status(status: dict[str, Any]) -> str:
-    lines = [_active_line(status)]
+    lines = [_active_line(status), f"route           {route_text(status['route'])}"]
     workers = status["workers"]
     converged = "converged" if status["converged"] else "NOT converged"
     lines.append(
-        f"fleet           {len(workers)} live worker(s), {converged} on {status['active_version']}"
+        f"fleet           {len(workers)} live worker(s), {converged} on "
+        f"{status['active_version']} and the route"
     )
     if workers:
         lines += [
             "",
-            f"{'WORKER':<34}{'VERSION':<10}{'READY':<7}{'PARTITIONS':<30}"
+            f"{'WORKER':<34}{'VERSION':<10}{'ROUTE':<22}{'READY':<7}{'PARTITIONS':<30}"
             f"{'SCORED':>10}{'DEAD':>7}  UP      LAST ERROR",
         ]
         lines += [_worker_line(w) for w in workers]
@@ -131,13 +139,37 @@ def _active_line(status: dict[str, Any]) -> str:
 def _worker_line(worker: dict[str, Any]) -> str:
     partitions = ",".join(p.rsplit("[", 1)[-1].rstrip("]") for p in worker["partitions"]) or "-"
     up_s = time.time() - worker["started_at"]
-    error = worker.get("last_error") or worker.get("degraded") or ""
+    error = (
+        worker.get("last_error")
+        or (f"route not applied: {worker['route_error']}" if worker.get("route_error") else "")
+        or worker.get("degraded")
+        or ""
+    )
+    route = route_text(worker.get("route", {}), short=True)
     return (
-        f"{worker['worker_id'][:33]:<34}{worker['model_version'] or '-':<10}"
+        f"{worker['worker_id'][:33]:<34}{worker['model_version'] or '-':<10}{route[:21]:<22}"
         f"{'yes' if worker['ready'] else 'no':<7}{partitions[:29]:<30}"
         f"{worker['events_scored']:>10}{worker['dead_lettered']:>7}  "
         f"{_duration(up_s):<8}{error[:60]}"
     )
+
+
+def route_text(route: dict[str, Any] | None, short: bool = False) -> str:
+    """e.g. `canary v3 at 10 %, shadow v4` (short: `v3 10%, s:v4`)."""
+    if route is None:
+        return "unreadable (see scorer model route)"
+    parts = []
+    if "canary" in route:
+        canary = route["canary"]
+        parts.append(
+            f"{canary['version']} {canary['percent']:g}%"
+            if short
+            else f"canary {canary['version']} at {canary['percent']:g} %"
+        )
+    if route.get("shadow"):
+        shadows = ",".join(route["shadow"])
+        parts.append(f"s:{shadows}" if short else f"shadow {shadows}")
+    return ", ".join(parts) or ("-" if short else "primary only")
 
 
 def _duration(seconds: float) -> str:

@@ -131,6 +131,7 @@ def ensure_topics(settings: Settings) -> None:
             settings.input_topic: settings.topic_partitions,
             settings.output_topic: settings.topic_partitions,
             settings.dlq_topic: settings.topic_partitions,
+            settings.shadow_topic: settings.topic_partitions,
             settings.control_topic: 1,
         }
         missing = [

@@ -1,5 +1,6 @@
-"""The control topic's message: the trigger an operator command publishes after it changes
-the truth in Redis. Workers re-read Redis on any message (see reloader.py)."""
+"""The control topic's messages: the trigger an operator command publishes after it changes
+the truth in Redis. Workers re-read Redis on any message (see reloader.py), whatever its type:
+`activate` (a new active version) or `route` (a canary or shadow change)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ import orjson
 from kafka import KafkaProducer
 
 from worker.models.registry import RegistryEntry
+from worker.models.route import Route
 
 
-def control_message(entry: RegistryEntry) -> bytes:
+def activation_message(entry: RegistryEntry) -> bytes:
     return orjson.dumps(
         {
             "type": "activate",
@@ -22,6 +24,13 @@ def control_message(entry: RegistryEntry) -> bytes:
     )
 
 
-def announce(producer: KafkaProducer, topic: str, entry: RegistryEntry, timeout_s: float) -> None:
-    """Publish an activation trigger and wait for the broker's acknowledgement."""
-    producer.send(topic, control_message(entry)).get(timeout=timeout_s)
+def route_message(action: str, route: Route) -> bytes:
+    """`route` is the route after the change (`{}`: none)."""
+    return orjson.dumps(
+        {"type": "route", "action": action, "route": route.as_json(), "issued_at": time.time()}
+    )
+
+
+def announce(producer: KafkaProducer, topic: str, message: bytes, timeout_s: float) -> None:
+    """Publish a trigger and wait for the broker's acknowledgement."""
+    producer.send(topic, message).get(timeout=timeout_s)

@@ -1,17 +1,18 @@
-"""The loaded model and the reference the loop reads once per batch.
+"""The loaded models and the reference the loop reads once per batch.
 
-A model is fetched, verified, loaded and warmed up completely before `ModelHolder.swap`
-publishes it; the loop then picks it up at its next batch. Swapping a reference is atomic
-in CPython, so a batch is always scored by exactly one whole version.
+Every model is fetched, verified, loaded and warmed up completely before `ModelHolder.swap`
+publishes the `Serving` that uses it; the loop then picks it up at its next batch. Swapping a
+reference is atomic in CPython, so each arm of a batch is scored by exactly one whole version.
 """
 
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from worker.models.artifacts import inspect_estimator, load_estimator, verify_artifact, warm_up
 from worker.models.registry import Registry
+from worker.models.route import Route
 from worker.models.scoring import ModelKind, ScoreFn, score_function
 
 
@@ -40,20 +41,48 @@ def load_version(registry: Registry, version: str, signing_key: str) -> LoadedMo
     return LoadedModel(version, entry.sha256, info.features, info.kind, score)
 
 
+@dataclass(frozen=True)
+class Serving:
+    """What scores a batch: the primary, and the route's versions when the route is in effect.
+
+    `route` is the route as applied here: empty when the route key names none, or when a
+    version it names could not be loaded (`route_error` says why; the primary takes it all).
+    """
+
+    primary: LoadedModel
+    canary: LoadedModel | None = None
+    canary_percent: float = 0.0
+    shadows: tuple[LoadedModel, ...] = ()
+    route: Route = field(default_factory=Route)
+    route_error: str | None = None
+
+    def roles(self) -> list[tuple[str, LoadedModel]]:
+        """Each version serving, with its role: primary, canary or shadow."""
+        roles = [("primary", self.primary)]
+        if self.canary is not None:
+            roles.append(("canary", self.canary))
+        return roles + [("shadow", model) for model in self.shadows]
+
+
 class ModelHolder:
-    """The current model, set by the reloader thread and read by the loop."""
+    """What serves now, set by the reloader thread and read by the loop."""
 
     def __init__(self) -> None:
-        self._model: LoadedModel | None = None
+        self._serving: Serving | None = None
         self._loaded = threading.Event()
 
     def current(self) -> LoadedModel | None:
-        return self._model
+        """The primary."""
+        serving = self._serving
+        return serving.primary if serving else None
 
-    def swap(self, model: LoadedModel) -> None:
-        self._model = model
+    def serving(self) -> Serving | None:
+        return self._serving
+
+    def swap(self, serving: Serving) -> None:
+        self._serving = serving
         self._loaded.set()
 
     def wait_loaded(self, timeout_s: float) -> LoadedModel | None:
         self._loaded.wait(timeout_s)
-        return self._model
+        return self.current()

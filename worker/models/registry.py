@@ -5,13 +5,21 @@ Layout under the prefix P (default `scorer:model`):
                  sklearn_version, joblib_version, created_at, note
   P:versions     sorted set of version names by creation time
   P:history      list of activated versions, newest first (rollback walks it)
-and the active key (default `scorer:model:active`) holding the active version's name.
+  P:changes      list of JSON records of every switch and route change, newest first: what,
+                 when, by whom and why
+the active key (default `scorer:model:active`) holding the active version's name, and the
+route key (default `P:route`) holding the canary and shadow versions (see route.py).
+
+Every change that reads before it writes runs in a WATCH transaction, so two operators (or an
+operator and a guardrail) cannot interleave.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import TypeVar, cast
 
 import joblib
 import orjson
@@ -21,9 +29,13 @@ from redis.typing import EncodableT, FieldT
 
 from worker.errors import RegistryError
 from worker.models.artifacts import EstimatorInfo, sha256_hex, signature_hex
+from worker.models.route import Canary, Route, check_percent, parse_route
 from worker.models.scoring import ModelKind
+from worker.settings import Settings
 
 HISTORY_LIMIT = 100
+T = TypeVar("T")
+CHANGES_LIMIT = 1000
 
 
 @dataclass(frozen=True)
@@ -63,10 +75,17 @@ _META_FIELDS = [
 class Registry:
     """Thin, concrete wrapper over one Redis client; every call is a few round trips."""
 
-    def __init__(self, client: redis.Redis, prefix: str, active_key: str) -> None:
+    def __init__(
+        self, client: redis.Redis, prefix: str, active_key: str, route_key: str = ""
+    ) -> None:
         self._redis = client
         self._prefix = prefix
         self.active_key = active_key
+        self.route_key = route_key or f"{prefix}:route"
+
+    @classmethod
+    def for_settings(cls, client: redis.Redis, settings: Settings) -> Registry:
+        return cls(client, settings.registry_prefix, settings.active_key, settings.route_key)
 
     def _version_key(self, version: str) -> str:
         return f"{self._prefix}:version:{version}"
@@ -78,6 +97,10 @@ class Registry:
     @property
     def _history_key(self) -> str:
         return f"{self._prefix}:history"
+
+    @property
+    def _changes_key(self) -> str:
+        return f"{self._prefix}:changes"
 
     def publish(
         self, data: bytes, version: str, info: EstimatorInfo, note: str = "", signing_key: str = ""
@@ -130,20 +153,30 @@ class Registry:
         value = self._redis.get(self.active_key)
         return _text(value) if value is not None else None
 
+    def read_keys(self) -> tuple[str | None, bytes | str | None]:
+        """The active version and the raw route, in one round trip."""
+        active, route = self._redis.mget(self.active_key, self.route_key)
+        return _text_or_none(active), route
+
     def history(self) -> list[str]:
         return [_text(v) for v in self._redis.lrange(self._history_key, 0, -1)]
 
-    def activate(self, version: str) -> RegistryEntry:
-        """Point the active key at a known version and record the switch."""
+    def activate(self, version: str, by: str = "", reason: str = "") -> RegistryEntry:
+        """Point the active key at a known version and record the switch. A route that names
+        the version loses it: the version serves everyone now."""
         entry = self.entry(version)
-        with self._redis.pipeline() as pipe:
-            pipe.set(self.active_key, version)
-            pipe.lpush(self._history_key, version)
-            pipe.ltrim(self._history_key, 0, HISTORY_LIMIT - 1)
-            pipe.execute()
+
+        def switch(pipe: redis.client.Pipeline) -> None:
+            route = self._route_in(pipe).without(version)
+            pipe.multi()
+            self._point_active(pipe, version)
+            self._store_route(pipe, route)
+            self._record(pipe, "activate", by, reason, version=version)
+
+        self._redis.transaction(switch, self.active_key, self.route_key)
         return entry
 
-    def rollback(self) -> RegistryEntry:
+    def rollback(self, by: str = "", reason: str = "") -> RegistryEntry:
         """Activate the most recent earlier version than the active one, dropping newer history.
 
         The history head is normally the active version; if the key was set by hand, the head
@@ -158,19 +191,137 @@ class Registry:
                 skip += 1
             if skip == len(history):
                 raise RegistryError("no earlier version to roll back to")
-            target = history[skip]
+            target = _text(history[skip])
+            route = self._route_in(pipe).without(target)
             pipe.multi()
             pipe.set(self.active_key, target)
             pipe.ltrim(self._history_key, skip, -1)
-            return _text(target)
+            self._store_route(pipe, route)
+            self._record(pipe, "rollback", by, reason, version=target)
+            return target
 
-        version = self._redis.transaction(
-            swap,  # type: ignore[arg-type]  # redis-py types the callable as returning None
+        return self.entry(self._watching(swap, self._history_key))
+
+    def route(self) -> Route:
+        """The route as stored; RegistryError if a hand edit left it unreadable."""
+        return parse_route(self._redis.get(self.route_key))
+
+    def set_canary(
+        self, version: str, percent: float, *, force: bool = False, by: str = "", reason: str = ""
+    ) -> Route:
+        """Send `percent` % of the traffic (by key) to a known version other than the active."""
+        check_percent(percent, force=force)
+        self.entry(version)
+
+        def change(pipe: redis.client.Pipeline) -> Route:
+            if _text_or_none(pipe.get(self.active_key)) == version:
+                raise RegistryError(f"{version} is the active version; a canary must differ")
+            route = self._route_in(pipe)
+            if version in route.shadow:
+                raise RegistryError(
+                    f"{version} is a shadow version; take it out of the shadows first"
+                )
+            new = Route(Canary(version, float(percent)), route.shadow)
+            pipe.multi()
+            self._store_route(pipe, new)
+            self._record(pipe, "canary", by, reason, version=version, percent=float(percent))
+            return new
+
+        return self._watching(change)
+
+    def set_shadow(self, versions: list[str], *, by: str = "", reason: str = "") -> Route:
+        """Score every event with these known versions too (none: no shadows)."""
+        for version in versions:
+            self.entry(version)
+
+        def change(pipe: redis.client.Pipeline) -> Route:
+            active = _text_or_none(pipe.get(self.active_key))
+            route = self._route_in(pipe)
+            for version in versions:
+                if version == active:
+                    raise RegistryError(f"{version} is the active version; it cannot be a shadow")
+                if route.canary is not None and version == route.canary.version:
+                    raise RegistryError(f"{version} is the canary; it cannot be a shadow too")
+            new = Route(route.canary, tuple(dict.fromkeys(versions)))
+            pipe.multi()
+            self._store_route(pipe, new)
+            self._record(pipe, "shadow", by, reason, shadow=list(new.shadow))
+            return new
+
+        return self._watching(change)
+
+    def promote(self, *, by: str = "", reason: str = "") -> RegistryEntry:
+        """The canary becomes the active version (recorded in the history, as `activate` does)
+        and the route is cleared."""
+
+        def change(pipe: redis.client.Pipeline) -> str:
+            route = self._route_in(pipe)
+            if route.canary is None:
+                raise RegistryError("no canary to promote")
+            version = route.canary.version
+            pipe.multi()
+            self._point_active(pipe, version)
+            self._store_route(pipe, Route())
+            self._record(pipe, "promote", by, reason, version=version)
+            return version
+
+        return self.entry(self._watching(change))
+
+    def abort(self, *, by: str = "", reason: str = "") -> Route:
+        """Canary and shadows off; the route that was in place is returned."""
+
+        def change(pipe: redis.client.Pipeline) -> Route:
+            route = self._route_in(pipe)
+            if route.empty:
+                raise RegistryError("nothing to abort: no canary or shadow version is set")
+            pipe.multi()
+            self._store_route(pipe, Route())
+            self._record(pipe, "abort", by, reason, aborted=route.as_json())
+            return route
+
+        return self._watching(change)
+
+    def changes(self, limit: int = 20) -> list[dict[str, object]]:
+        """The newest change records first."""
+        return [orjson.loads(raw) for raw in self._redis.lrange(self._changes_key, 0, limit - 1)]
+
+    def _watching(self, change: Callable[[redis.client.Pipeline], T], *keys: str) -> T:
+        """`change` in a transaction watching the active key, the route key and `keys`: it
+        runs again if any of them changes before it commits. Its return value is returned."""
+        result = self._redis.transaction(
+            change,  # type: ignore[arg-type]  # redis-py types the callable as returning None
             self.active_key,
-            self._history_key,
+            self.route_key,
+            *keys,
             value_from_callable=True,
         )
-        return self.entry(_text(version))
+        return cast(T, result)
+
+    def _route_in(self, pipe: redis.client.Pipeline) -> Route:
+        """The stored route, read inside a WATCH; an unreadable hand edit counts as none, so an
+        operator can always replace or clear it."""
+        try:
+            return parse_route(pipe.get(self.route_key))
+        except RegistryError:
+            return Route()
+
+    def _point_active(self, pipe: redis.client.Pipeline, version: str) -> None:
+        pipe.set(self.active_key, version)
+        pipe.lpush(self._history_key, version)
+        pipe.ltrim(self._history_key, 0, HISTORY_LIMIT - 1)
+
+    def _store_route(self, pipe: redis.client.Pipeline, route: Route) -> None:
+        if route.empty:
+            pipe.delete(self.route_key)
+        else:
+            pipe.set(self.route_key, route.encode())
+
+    def _record(
+        self, pipe: redis.client.Pipeline, action: str, by: str, reason: str, **details: object
+    ) -> None:
+        record = {"action": action, "at": time.time(), "by": by, "reason": reason} | details
+        pipe.lpush(self._changes_key, orjson.dumps(record))
+        pipe.ltrim(self._changes_key, 0, CHANGES_LIMIT - 1)
 
 
 def _encode_meta(entry: RegistryEntry) -> dict[FieldT, EncodableT]:
@@ -185,6 +336,10 @@ def _encode_meta(entry: RegistryEntry) -> dict[FieldT, EncodableT]:
         "created_at": repr(entry.created_at),
         "note": entry.note,
     }
+
+
+def _text_or_none(value: object) -> str | None:
+    return None if value is None else _text(value)
 
 
 def _text(value: object) -> str:

@@ -1,9 +1,12 @@
-"""Live reload, beside the consume loop: control-topic triggers plus a periodic active-key check.
+"""Live reload, beside the consume loop: control-topic triggers plus a periodic check of the
+active key and the route key.
 
 A control message is a trigger, not the truth: on any message, and every `active_poll_s`,
-the reloader re-reads the active key in Redis. A new version is loaded, verified and warmed
-up here, then swapped in; on failure the current model stays and the reason is logged and kept
-for health reporting.
+the reloader re-reads both keys in Redis. Every version they name is loaded, verified and
+warmed up here, then the whole `Serving` is swapped in at once. If the active version fails to
+load, the current primary stays; if a version the route names fails, the route is not applied
+(the primary takes every event). Either way the reason is logged, counted and kept for health
+reporting.
 """
 
 from __future__ import annotations
@@ -19,8 +22,9 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
 from worker.errors import ArtifactRejected, RegistryError
-from worker.models.holder import ModelHolder, load_version
+from worker.models.holder import LoadedModel, ModelHolder, Serving, load_version
 from worker.models.registry import Registry
+from worker.models.route import parse_route
 from worker.ops.metrics import WorkerMetrics
 from worker.settings import Settings
 
@@ -46,6 +50,8 @@ class ModelReloader:
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="model-reloader", daemon=True)
         self._failed_version: str | None = None
+        self._route_failures: dict[str, str] = {}  # route versions that failed, and why
+        self._models: dict[str, LoadedModel] = {}  # every version serving now, by name
         self.last_error: str | None = None
         self.redis_error: str | None = None
 
@@ -99,53 +105,109 @@ class ModelReloader:
         return bool(messages)
 
     def check(self, forced: bool = False) -> None:
-        """Re-read the active key; load and swap if it names another version.
+        """Re-read the active and route keys; load what they name and swap if it changed.
 
         `forced` (a control message) retries a version that failed before; the periodic check
         does not, so a broken version is reported once rather than every few seconds.
         """
         try:
-            active = self._registry.active_version()
+            active, raw_route = self._registry.read_keys()
+            if active is None:
+                self._note_redis_ok()
+                return
+            primary = self._primary(active, forced)
+            serving = self._serving(primary, raw_route, forced) if primary else None
         except redis.RedisError as exc:
             self._note_redis_error(exc)
             return
         self._note_redis_ok()
+        if serving is not None and serving != self._holder.serving():
+            self._swap(serving)
+
+    def _primary(self, active: str, forced: bool) -> LoadedModel | None:
+        """The active version loaded, or the current primary if it cannot be (yet)."""
         current = self._holder.current()
-        if active is None:
-            return
         if current is not None and current.version == active:
             self._failed_version, self.last_error = None, None
-            return
+            return current
         if active == self._failed_version and not forced:
-            return
-        self._load(active)
-
-    def _load(self, version: str) -> None:
+            return current
         started = time.monotonic()
         try:
-            model = load_version(self._registry, version, self._settings.signing_key)
+            model = self._fetch(active)
         except (RegistryError, ArtifactRejected) as exc:
-            self._failed_version = version
-            self.last_error = f"{version}: {exc}"
+            self._failed_version = active
+            self.last_error = f"{active}: {exc}"
             self._metrics.reloads.labels("failed").inc()
-            log.error("model.reload_failed", model_version=version, reason=str(exc))
-            return
-        except redis.RedisError as exc:
-            self._note_redis_error(exc)
-            return
-        previous = self._holder.current()
-        self._holder.swap(model)
+            log.error("model.reload_failed", model_version=active, reason=str(exc))
+            return current
         self._metrics.reloads.labels("ok").inc()
-        self._metrics.set_model(model.version, model.sha256)
-        self._failed_version = None
-        self.last_error = None
+        self._failed_version, self.last_error = None, None
         log.info(
             "model.loaded",
-            model_version=version,
+            model_version=active,
             sha256=model.sha256,
-            previous=previous.version if previous else None,
+            previous=current.version if current else None,
             ms=round((time.monotonic() - started) * 1000, 1),
         )
+        return model
+
+    def _serving(
+        self, primary: LoadedModel, raw_route: bytes | str | None, forced: bool
+    ) -> Serving:
+        """The primary with the route's versions, or alone if the route cannot apply here."""
+        try:
+            route = parse_route(raw_route)
+            if primary.version in route.versions:
+                raise RegistryError(f"the route names {primary.version}, the active version")
+            models = {version: self._route_model(version, forced) for version in route.versions}
+        except (RegistryError, ArtifactRejected) as exc:
+            return Serving(primary, route_error=str(exc))
+        canary = route.canary
+        return Serving(
+            primary,
+            canary=models[canary.version] if canary else None,
+            canary_percent=canary.percent if canary else 0.0,
+            shadows=tuple(models[version] for version in route.shadow),
+            route=route,
+        )
+
+    def _route_model(self, version: str, forced: bool) -> LoadedModel:
+        """A version the route names, loaded; a failure is remembered and, until a control
+        message asks again, raised without another attempt."""
+        if version in self._route_failures and not forced:
+            raise ArtifactRejected(self._route_failures[version])
+        try:
+            model = self._fetch(version)
+        except (RegistryError, ArtifactRejected) as exc:
+            self._route_failures[version] = f"{version}: {exc}"
+            self._metrics.route_failures.inc()
+            log.error("route.version_failed", model_version=version, reason=str(exc))
+            raise ArtifactRejected(self._route_failures[version]) from None
+        self._route_failures.pop(version, None)
+        return model
+
+    def _fetch(self, version: str) -> LoadedModel:
+        """From the versions serving now, else the registry (verified and warmed up)."""
+        model = self._models.get(version)
+        if model is None:
+            model = load_version(self._registry, version, self._settings.signing_key)
+            self._models[version] = model
+        return model
+
+    def _swap(self, serving: Serving) -> None:
+        previous = self._holder.serving()
+        self._holder.swap(serving)
+        in_use = (serving.primary, serving.canary, *serving.shadows)
+        self._models = {model.version: model for model in in_use if model is not None}
+        self._metrics.set_serving(
+            [(model.version, model.sha256, role) for role, model in serving.roles()],
+            serving.canary_percent,
+        )
+        if previous is None or previous.route != serving.route:
+            log.info("route.applied", route=serving.route.as_json() or None)
+        if serving.route_error and serving.route_error != getattr(previous, "route_error", None):
+            log.error("route.not_applied", reason=serving.route_error)
 
     def _note_redis_error(self, exc: redis.RedisError) -> None:
         """Keep scoring with the loaded model; log the outage once, count every failure."""

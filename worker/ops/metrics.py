@@ -38,9 +38,30 @@ class WorkerMetrics:
         )
         self.predictions = Counter(
             "scorer_predictions_total",
-            "Predictions acknowledged by the broker",
+            "Predictions acknowledged by the broker (arm: primary, canary or shadow)",
+            ["model_version", "arm"],
+            registry=r,
+        )
+        self.version_scoring = Histogram(
+            "scorer_version_scoring_seconds",
+            "One version's predict call on one arm of a batch (shadow: its whole cost)",
+            ["model_version", "arm"],
+            buckets=_BATCH_BUCKETS_S,
+            registry=r,
+        )
+        self.shadow_failures = Counter(
+            "scorer_shadow_failures_total",
+            "Events a shadow version could not decode or score (never dead-lettered)",
             ["model_version"],
             registry=r,
+        )
+        self.route_failures = Counter(
+            "scorer_route_failures_total",
+            "Versions named by the route that failed to load (the route is then not applied)",
+            registry=r,
+        )
+        self.canary_percent = Gauge(
+            "scorer_canary_percent", "Share of keys sent to the canary, as applied here", registry=r
         )
         self.dead_letters = Counter(
             "scorer_dead_letters_total",
@@ -73,7 +94,10 @@ class WorkerMetrics:
         )
         r.register(self.end_to_end)
         self.model_info = Gauge(
-            "scorer_model_info", "The loaded model (value 1)", ["version", "sha256"], registry=r
+            "scorer_model_info",
+            "The loaded models (value 1); role: primary, canary or shadow",
+            ["version", "sha256", "role"],
+            registry=r,
         )
         self.reloads = Counter(
             "scorer_model_reloads_total",
@@ -130,9 +154,12 @@ class WorkerMetrics:
     def note_reload_check(self) -> None:
         self._last_check_at = time.time()
 
-    def set_model(self, version: str, sha256: str) -> None:
+    def set_serving(self, models: Iterable[tuple[str, str, str]], canary_percent: float) -> None:
+        """The versions serving now, as (version, sha256, role)."""
         self.model_info.clear()
-        self.model_info.labels(version, sha256).set(1)
+        for version, sha256, role in models:
+            self.model_info.labels(version, sha256, role).set(1)
+        self.canary_percent.set(canary_percent)
 
     def observe_latencies(self, event_ts: Iterable[float | None], acked_at: float) -> None:
         """One observation per event with a timestamp."""

@@ -52,6 +52,7 @@ class Reject:
     index: int
     reason: str
     detail: str
+    model_version: str = ""  # the version that refused it (set once the batch is scored)
 
 
 @dataclass
@@ -63,6 +64,15 @@ class DecodedBatch:
     event_ids: list[EventId] = field(default_factory=list)
     event_ts: list[float | None] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
+
+    def subset(self, rows: list[int]) -> DecodedBatch:
+        """These accepted rows as a batch of their own, with no rejects."""
+        return DecodedBatch(
+            self.matrix[rows],
+            [self.accepted[i] for i in rows],
+            [self.event_ids[i] for i in rows],
+            [self.event_ts[i] for i in rows],
+        )
 
     def keep_rows(self, rows: list[int]) -> None:
         """Keep only these accepted rows (their rejects were recorded by the caller)."""
@@ -289,30 +299,41 @@ def _reject_non_finite(batch: DecodedBatch, finite: np.ndarray, features: Sequen
 
 
 def encode_predictions(
-    batch: DecodedBatch, scores: np.ndarray, model_version: str, scored_at: float
+    batch: DecodedBatch,
+    scores: np.ndarray,
+    scored_at: float,
+    labels: Sequence[tuple[str, str]],
+    which: Sequence[int] | None = None,
 ) -> list[bytes]:
-    """One prediction JSON per accepted event, in `batch.accepted` order.
+    """One prediction JSON per accepted event, in `batch.accepted` order. `labels`: the
+    batch's (model_version, arm) pairs; `which`: each row's index into them (None: all the
+    first).
 
     The same bytes as `orjson.dumps` of the record, field order included, but only the three
     per-event values are serialised per event; the rest is built once per batch. A NaN score
     is written as null, as orjson writes it.
     """
     dumps, join = orjson.dumps, b"".join
-    version = b',"model_version":' + dumps(model_version) + b',"score":'
+    heads = [
+        b',"model_version":' + dumps(version) + b',"arm":' + dumps(arm) + b',"score":'
+        for version, arm in labels
+    ]
+    row_heads = itertools.repeat(heads[0]) if which is None else [heads[i] for i in which]
     tail = b',"scored_at":' + dumps(scored_at) + b"}"
     return [
         join(
             (
                 b'{"event_id":',
                 dumps(event_id),
-                version,
+                head,
                 dumps(score),
                 b',"event_ts":',
                 dumps(ts),
                 tail,
             )
         )
-        for event_id, ts, score in zip(
-            batch.event_ids, batch.event_ts, scores.tolist(), strict=True
+        # not strict: `row_heads` repeats without end when every row has the same label
+        for event_id, ts, score, head in zip(
+            batch.event_ids, batch.event_ts, scores.tolist(), row_heads, strict=False
         )
     ]

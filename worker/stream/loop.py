@@ -37,15 +37,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import structlog
 
 from worker.errors import ScorerError
 from worker.infra.retry import backoff_s
-from worker.models.holder import LoadedModel
+from worker.models.holder import Serving
 from worker.ops.metrics import WorkerMetrics
 from worker.settings import Settings
-from worker.stream.events import DecodedBatch, Reason, Reject, decode_batch, encode_predictions
+from worker.stream.events import Reason, Reject
+from worker.stream.scoring import ScoredBatch, score_batch
 from worker.stream.transport import (
     Headers,
     Partition,
@@ -124,9 +124,7 @@ class OutgoingBatch:
     """A scored batch on its way out: sent, then settled (acknowledged, then committed)."""
 
     records: Sequence[Any]
-    decoded: DecodedBatch
-    predictions: list[bytes]
-    version: str
+    scored: ScoredBatch
     offsets: dict[Partition, int]
     scoring_s: float
     delivery_s: float = 0.0  # sending, waiting for acks (and resending), committing
@@ -142,7 +140,7 @@ class ScoringLoop:
         *,
         consumer: ScoringConsumer,
         producer_factory: Callable[[], ScoringProducer],
-        current_model: Callable[[], LoadedModel],
+        serving: Callable[[], Serving],
         stopping: threading.Event,
         metrics: WorkerMetrics,
     ) -> None:
@@ -150,7 +148,7 @@ class ScoringLoop:
         self._consumer = consumer
         self._producer_factory = producer_factory
         self._producer = producer_factory()
-        self._current_model = current_model
+        self._serving = serving
         self._stopping = stopping
         self._metrics = metrics
         self.partitions = PartitionTracker(
@@ -180,7 +178,7 @@ class ScoringLoop:
     def _consume(self) -> None:
         while not self._stopping.is_set():
             records = self._poll()
-            outgoing = self._score(records, self._current_model()) if records else None
+            outgoing = self._score(records, self._serving()) if records else None
             if not self._advance(outgoing):
                 return  # stopped while a batch had not landed: it stays uncommitted
         self._advance(None)  # stopping: land and commit the batch in flight
@@ -203,21 +201,17 @@ class ScoringLoop:
             self._metrics.batch_events.observe(len(records))
         return records
 
-    def _score(self, records: Sequence[Any], model: LoadedModel) -> OutgoingBatch:
-        """Decode, score and encode with one model version for the whole batch."""
+    def _score(self, records: Sequence[Any], serving: Serving) -> OutgoingBatch:
+        """Decode, score and encode: each arm of the batch with one version (scoring.py)."""
         started = time.monotonic()
-        decoded = decode_batch(
-            [r.value for r in records], model.features, self._settings.max_event_bytes
+        scored = score_batch(
+            [r.value for r in records],
+            [r.key for r in records],
+            serving,
+            self._settings.max_event_bytes,
         )
-        scores = score_isolating_failures(model, decoded)
-        predictions = encode_predictions(decoded, scores, model.version, time.time())
         return OutgoingBatch(
-            records,
-            decoded,
-            predictions,
-            model.version,
-            offsets_after(records),
-            scoring_s=time.monotonic() - started,
+            records, scored, offsets_after(records), scoring_s=time.monotonic() - started
         )
 
     def _advance(self, outgoing: OutgoingBatch | None) -> bool:
@@ -322,19 +316,28 @@ class ScoringLoop:
             raise ScorerError(f"cannot read a dropped batch again: {exc}") from exc
 
     def _send_all(self, batch: OutgoingBatch) -> str | None:
-        """Produce every prediction (same key as its event) and every dead-letter record;
-        an error if the client refused one."""
-        records, decoded, producer = batch.records, batch.decoded, self._producer
-        keys = [records[index].key for index in decoded.accepted]
+        """Produce every prediction (same key as its event), every shadow prediction and every
+        dead-letter record; an error if the client refused one."""
+        records, scored, producer = batch.records, batch.scored, self._producer
         try:
-            producer.send_many(self._settings.output_topic, batch.predictions, keys)
-            for reject in decoded.rejects:
+            producer.send_many(
+                self._settings.output_topic,
+                scored.predictions,
+                [records[index].key for index in scored.accepted],
+            )
+            if scored.shadow_predictions:
+                producer.send_many(
+                    self._settings.shadow_topic,
+                    scored.shadow_predictions,
+                    [records[index].key for index in scored.shadow_accepted],
+                )
+            for reject in scored.rejects:
                 record = records[reject.index]
                 producer.send(
                     self._settings.dlq_topic,
                     self._dead_letter_value(record),
                     record.key,
-                    dead_letter_headers(record, reject, batch.version),
+                    dead_letter_headers(record, reject),
                 )
         except TransportError as exc:
             return f"produce did not complete: {exc}"
@@ -466,14 +469,19 @@ class ScoringLoop:
             log.warning("commit.failed", error=str(exc), partitions=_names(offsets))
 
     def _note_delivered(self, batch: OutgoingBatch) -> None:
-        metrics, decoded = self._metrics, batch.decoded
-        metrics.predictions.labels(batch.version).inc(len(decoded.accepted))
-        for reject in decoded.rejects:
+        metrics, scored = self._metrics, batch.scored
+        for (version, arm), n in scored.counts.items():
+            metrics.predictions.labels(version, arm).inc(n)
+        for version, arm, seconds in scored.timings:
+            metrics.version_scoring.labels(version, arm).observe(seconds)
+        for version, n in scored.shadow_failures.items():
+            metrics.shadow_failures.labels(version).inc(n)
+        for reject in scored.rejects:
             metrics.dead_letters.labels(reject.reason).inc()
-        metrics.observe_latencies(decoded.event_ts, time.time())
+        metrics.observe_latencies(scored.event_ts, time.time())
         metrics.batch_scoring.observe(batch.scoring_s)
         metrics.batch_delivery.observe(batch.delivery_s)
-        self.dead_lettered += len(decoded.rejects)
+        self.dead_lettered += len(scored.rejects)
         self._note_lag(batch.offsets)
         self._note_batch(batch)
 
@@ -489,11 +497,11 @@ class ScoringLoop:
     def _note_batch(self, batch: OutgoingBatch) -> None:
         stats = self._stats
         stats.batches += 1
-        stats.scored += len(batch.predictions)
-        stats.rejected += len(batch.decoded.rejects)
+        stats.scored += len(batch.scored.predictions)
+        stats.rejected += len(batch.scored.rejects)
         stats.busy_s += batch.scoring_s + batch.delivery_s
-        stats.versions.add(batch.version)
-        self.events_scored += len(batch.predictions)
+        stats.versions |= batch.scored.versions
+        self.events_scored += len(batch.scored.predictions)
         if time.monotonic() - stats.since >= self._settings.batch_log_interval_s:
             self._log_stats()
 
@@ -521,46 +529,14 @@ class ScoringLoop:
         log.info("loop.closed")
 
 
-def score_isolating_failures(model: LoadedModel, batch: DecodedBatch) -> np.ndarray:
-    """Score the batch in one call; if that raises, score row by row and dead-letter the rows
-    the model cannot score, so one poisonous row cannot stop the partition."""
-    if not batch.accepted:
-        return np.empty(0)
-    try:
-        return model.score(batch.matrix)
-    except Exception as exc:
-        log.warning(
-            "batch.scoring_failed",
-            error=f"{type(exc).__name__}: {exc}",
-            model_version=model.version,
-            n=len(batch.accepted),
-        )
-    scores: list[float] = []
-    keep: list[int] = []
-    for row in range(len(batch.accepted)):
-        try:
-            scores.append(float(model.score(batch.matrix[row : row + 1])[0]))
-            keep.append(row)
-        except Exception as exc:
-            batch.rejects.append(
-                Reject(
-                    batch.accepted[row],
-                    Reason.SCORING_FAILED,
-                    f"model {model.version} failed: {type(exc).__name__}: {exc}",
-                )
-            )
-    batch.keep_rows(keep)
-    return np.array(scores, dtype=np.float64)
-
-
-def dead_letter_headers(record: Any, reject: Reject, version: str) -> Headers:
+def dead_letter_headers(record: Any, reject: Reject) -> Headers:
     headers: Headers = [
         ("error", reject.reason.encode()),
         ("error_detail", reject.detail.encode("utf-8", "replace")),
         ("source_topic", record.topic.encode()),
         ("source_partition", str(record.partition).encode()),
         ("source_offset", str(record.offset).encode()),
-        ("model_version", version.encode()),
+        ("model_version", reject.model_version.encode()),
     ]
     if reject.reason == Reason.TOO_LARGE:
         headers.append(("original_size", str(len(record.value)).encode()))

@@ -45,6 +45,7 @@ from worker.errors import ServiceUnavailable
 from worker.infra.clients import build_producer, client_options, connect_redis, topic_reader
 from worker.models.artifacts import inspect_estimator
 from worker.models.registry import Registry
+from worker.models.route import Route
 from worker.settings import Settings, env_name
 from worker.tools.loadgen import generate
 from worker.tools.proc_stats import CpuWindow, tree_peak_rss_mb, tree_rss_mb
@@ -169,15 +170,15 @@ def _publish_models(bench: Bench) -> None:
 def run_throughput(bench: Bench) -> dict[str, Any]:
     options = bench.options
     input_topic = bench.topic("bench-in")
-    _prefill(bench, input_topic, options.events)
+    prefill(bench, input_topic, options.events)
     variants: list[tuple[str, Callable[[int], RunResult]]] = [
-        ("passthrough (ceiling)", lambda r: _run_passthrough(bench, input_topic)),
-        ("worker, logistic", lambda r: _run_worker(bench, input_topic, "logistic")),
+        ("passthrough (ceiling)", lambda r: run_passthrough(bench, input_topic)),
+        ("worker, logistic", lambda r: run_worker(bench, input_topic, "logistic")),
         (
             "worker, logistic, exactly-once",
-            lambda r: _run_worker(bench, input_topic, "logistic", exactly_once=True),
+            lambda r: run_worker(bench, input_topic, "logistic", exactly_once=True),
         ),
-        ("worker, forest", lambda r: _run_worker(bench, input_topic, "forest")),
+        ("worker, forest", lambda r: run_worker(bench, input_topic, "forest")),
         ("tutorial, logistic", lambda r: _run_tutorial(bench, input_topic)),
     ]
     if options.processes > 1:  # beside the one-process run, so the scaling ratio is same-run
@@ -185,7 +186,7 @@ def run_throughput(bench: Bench) -> dict[str, Any]:
             2,
             (
                 f"worker, logistic, {options.processes} proc",
-                lambda r: _run_worker(bench, input_topic, "logistic", options.processes),
+                lambda r: run_worker(bench, input_topic, "logistic", processes=options.processes),
             ),
         )
     results: dict[str, list[RunResult]] = {name: [] for name, _ in variants}
@@ -198,7 +199,7 @@ def run_throughput(bench: Bench) -> dict[str, Any]:
     return _summarise(results)
 
 
-def _prefill(bench: Bench, topic: str, count: int) -> None:
+def prefill(bench: Bench, topic: str, count: int) -> None:
     producer = build_producer(bench.settings.replace(linger_ms=20))
     try:
         generate(producer, topic, count, id_prefix="b", progress=True)
@@ -206,13 +207,27 @@ def _prefill(bench: Bench, topic: str, count: int) -> None:
         producer.close()
 
 
-def _run_worker(
-    bench: Bench, input_topic: str, model: str, processes: int = 1, exactly_once: bool = False
+def run_worker(
+    bench: Bench,
+    input_topic: str,
+    model: str,
+    *,
+    processes: int = 1,
+    exactly_once: bool = False,
+    route: Route | None = None,
 ) -> RunResult:
+    """One `scorer run` over the pre-filled topic, with `model` active and, if given, a route
+    (its own keys, so runs side by side never share one)."""
     output = bench.topic("bench-out")
     guarantee = "exactly-once" if exactly_once else "at-least-once"
-    active_key = f"bench:active:{uuid.uuid4().hex[:6]}"
-    Registry(connect_redis(bench.settings), "bench", active_key).activate(model)
+    tag = uuid.uuid4().hex[:6]
+    active_key, route_key = f"bench:active:{tag}", f"bench:route:{tag}"
+    registry = Registry(connect_redis(bench.settings), "bench", active_key, route_key)
+    registry.activate(model)
+    if route is not None and route.canary is not None:
+        registry.set_canary(route.canary.version, route.canary.percent)
+    if route is not None and route.shadow:
+        registry.set_shadow(list(route.shadow))
     args = ["worker", "run", "--processes", str(processes)]
     process = bench.start(
         args,
@@ -222,13 +237,15 @@ def _run_worker(
         group_id=f"g-{output}",
         registry_prefix="bench",
         active_key=active_key,
+        route_key=route_key,
+        shadow_topic=f"{output}-shadow",
         metrics_port=0,
         processing_guarantee=guarantee,
     )
     return _measure(bench, process, output, bench.options.events, f"worker, {model}")
 
 
-def _run_passthrough(bench: Bench, input_topic: str) -> RunResult:
+def run_passthrough(bench: Bench, input_topic: str) -> RunResult:
     output = bench.topic("bench-out")
     process = bench.start(
         ["worker.tools.baselines", "passthrough", "--limit", str(bench.options.events)],
@@ -560,8 +577,8 @@ def run_swap(bench: Bench, rate: float) -> dict[str, Any]:
 
 def run_backlog(bench: Bench) -> dict[str, Any]:
     input_topic = bench.topic("backlog-in")
-    _prefill(bench, input_topic, bench.options.events)
-    result = _run_worker(bench, input_topic, "logistic")
+    prefill(bench, input_topic, bench.options.events)
+    result = run_worker(bench, input_topic, "logistic")
     return {
         "events": bench.options.events,
         "events_per_s": result.events_per_s,
@@ -661,6 +678,14 @@ def run_bench(settings: Settings, options: BenchOptions, mode: str) -> int:
         elif mode == "backlog":
             result["backlog"] = run_backlog(bench)
             print(orjson.dumps(result["backlog"], option=orjson.OPT_INDENT_2).decode())
+        elif mode == "experiments":
+            from worker.tools.bench_experiments import render_experiments, run_experiments
+
+            experiments = run_experiments(bench)
+            # like rebalance: its own key and machine line, the top-level ones stay the chart's
+            key = f"experiments ({options.client}, {bench.broker_name})"
+            result = {key: {"machine": result["machine"], **experiments}}
+            print(render_experiments(experiments))
         elif mode == "rebalance":
             from worker.tools.bench_rebalance import render_rebalance, run_rebalance, scenarios
 
@@ -694,8 +719,8 @@ def _half_capacity(bench: Bench, out_dir: Path) -> float:
         if "worker, logistic" in rows:
             return float(round(rows["worker, logistic"]["events_per_s"] / 2, -2))
     input_topic = bench.topic("calibrate-in")
-    _prefill(bench, input_topic, bench.options.events)
-    return float(round(_run_worker(bench, input_topic, "logistic").events_per_s / 2, -2))
+    prefill(bench, input_topic, bench.options.events)
+    return float(round(run_worker(bench, input_topic, "logistic").events_per_s / 2, -2))
 
 
 def _options_json(options: BenchOptions) -> dict[str, Any]:

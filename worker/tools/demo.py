@@ -1,8 +1,9 @@
 """`scorer demo`: the whole story on the embedded stack, with the real commands, then a report.
 
-Stack up → train two models → publish v1 (active) and v2 → two `scorer run` processes →
-`scorer loadgen` streams events → `scorer model activate v2` mid-stream → collect every
-prediction and dead-letter → report → stop everything it started.
+Stack up → train three models → publish v1 (active), v2 and v3 → v2 as a 20 % canary, v3 as a
+shadow → two `scorer run` processes → `scorer loadgen` streams events → `scorer model
+promote` (v2) mid-stream → collect every prediction, shadow prediction and dead-letter →
+report → stop everything it started.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from worker.tools.synthetic import FEATURES, save_model
 from worker.tools.worker_logs import ANY, activation_time, first_times
 
 N_WORKERS = 2
+CANARY_PERCENT = 20
 
 
 @dataclass
@@ -35,7 +37,9 @@ class Collected:
     """What downstream saw: predictions by event_id, and dead-lettered keys."""
 
     versions: dict[str, str] = field(default_factory=dict)
-    first_scored_at: dict[str, float] = field(default_factory=dict)
+    arms: Counter[tuple[str, str]] = field(default_factory=Counter)  # first prediction's
+    shadow_ids: set[str] = field(default_factory=set)
+    first_scored_at: dict[tuple[str, str], float] = field(default_factory=dict)
     predictions: int = 0
     dead_letters: set[str] = field(default_factory=set)
     dead_letter_records: int = 0
@@ -95,35 +99,22 @@ def scorer(env: dict[str, str], *args: str, capture: bool = False) -> str:
 
 
 def _publish_models(state_dir: Path, env: dict[str, str]) -> None:
-    say("training v1 (logistic regression) and v2 (gradient boosting) on synthetic clicks")
-    v1 = save_model("logistic", state_dir / "v1.joblib", seed=1)
-    v2 = save_model("gbm", state_dir / "v2.joblib", seed=2)
-    features = ",".join(FEATURES)
-    scorer(
-        env,
-        "model",
-        "publish",
-        str(v1),
-        "--version",
-        "v1",
-        "--features",
-        features,
-        "--note",
-        "logistic regression",
-        "--activate",
+    say(
+        "training v1 (logistic regression), v2 (gradient boosting) and v3 (logistic "
+        "regression on other data) on synthetic clicks"
     )
-    scorer(
-        env,
-        "model",
-        "publish",
-        str(v2),
-        "--version",
-        "v2",
-        "--features",
-        features,
-        "--note",
-        "gradient boosting",
-    )
+    models = [
+        ("v1", "logistic", 1, "logistic regression"),
+        ("v2", "gbm", 2, "gradient boosting"),
+        ("v3", "logistic", 3, "logistic regression, other sample"),
+    ]
+    for version, kind, seed, note in models:
+        path = save_model(kind, state_dir / f"{version}.joblib", seed=seed)
+        activate = ["--activate"] if version == "v1" else []
+        publish = ["publish", str(path), "--version", version, "--features", ",".join(FEATURES)]
+        scorer(env, "model", *publish, "--note", note, *activate)
+    scorer(env, "model", "canary", "v2", "--percent", str(CANARY_PERCENT), "--reason", "demo")
+    scorer(env, "model", "shadow", "v3", "--reason", "demo")
     scorer(env, "model", "list")
 
 
@@ -168,7 +159,7 @@ def _stream_and_report(
         text=True,
     )
     say(f"$ scorer loadgen --count {events} --rate {rate:g} --bad-fraction 0.01")
-    # Activate a third of the way through the stream's time, once predictions flow. (Counting
+    # Promote a third of the way through the stream's time, once predictions flow. (Counting
     # a third of the events back instead made the switch late whenever the collector fell
     # behind the workers, sometimes after the last event.)
     streaming_since = time.monotonic()
@@ -178,7 +169,7 @@ def _stream_and_report(
         "the first predictions back",
     )
     activated_at = time.time()
-    scorer(env, "model", "activate", "v2")
+    scorer(env, "model", "promote", "--reason", "demo: v2 did well")
     sent = orjson.loads(loadgen.communicate(timeout=events / rate * 3 + 60)[0].splitlines()[-1])
     try:
         wait_for(lambda: collected.seen >= sent["sent"], 60, "every event back")
@@ -192,24 +183,31 @@ def _stream_and_report(
 
 
 def _collect(settings: Settings, collected: Collected, stop: threading.Event) -> None:
-    consumer = topic_reader(settings, [settings.output_topic, settings.dlq_topic])
+    topics = [settings.output_topic, settings.dlq_topic, settings.shadow_topic]
+    consumer = topic_reader(settings, topics)
     while not stop.is_set():
         for tp, records in consumer.poll(timeout_ms=200).items():
             for record in records:
-                _note(collected, tp.topic == settings.dlq_topic, record)
+                _note(collected, tp.topic, settings, record)
     consumer.close()
 
 
-def _note(collected: Collected, dead_letter: bool, record: Any) -> None:
-    if dead_letter:
+def _note(collected: Collected, topic: str, settings: Settings, record: Any) -> None:
+    if topic == settings.dlq_topic:
         collected.dead_letter_records += 1
         collected.dead_letters.add(record.key.decode())
         return
     prediction = orjson.loads(record.value)
+    if topic == settings.shadow_topic:
+        collected.shadow_ids.add(prediction["event_id"])
+        collected.arms[(prediction["model_version"], "shadow")] += 1
+        return
     collected.predictions += 1
-    version = prediction["model_version"]
+    version, arm = prediction["model_version"], prediction["arm"]
+    if prediction["event_id"] not in collected.versions:
+        collected.arms[(version, arm)] += 1
     collected.versions[prediction["event_id"]] = version
-    collected.first_scored_at.setdefault(version, prediction["scored_at"])
+    collected.first_scored_at.setdefault((version, arm), prediction["scored_at"])
 
 
 def _report(
@@ -226,9 +224,13 @@ def _report(
     loaded_v2 = first_times(_logs(state_dir), "model.loaded", model_version="v2")
     activated_at = activation_time(_logs(state_dir), since=0.0, fallback=activated_at)
     per_version = Counter(collected.versions.values())
-    first_v2 = collected.first_scored_at.get("v2")
+    arms = collected.arms
+    first_v2 = collected.first_scored_at.get(("v2", "primary"))
+    before_promote = arms[("v1", "primary")] + arms[("v2", "canary")]
+    canary_share = arms[("v2", "canary")] / before_promote if before_promote else 0.0
     ok = (
-        len(per_version) == 2
+        {("v1", "primary"), ("v2", "canary"), ("v2", "primary"), ("v3", "shadow")} <= set(arms)
+        and collected.shadow_ids <= scored
         and not missing
         and not both
         and len(collected.dead_letters) == sent["bad"]
@@ -245,9 +247,15 @@ def _report(
         f"duplicates (at-least-once)  {collected.predictions - len(scored)}",
         "per version                 "
         + ", ".join(f"{v}: {n}" for v, n in sorted(per_version.items())),
-        "activation → first v2 score "
+        "per version and arm         "
+        + ", ".join(f"{v} {arm}: {n}" for (v, arm), n in sorted(arms.items())),
+        f"canary share before promote {canary_share:.1%} of events "
+        f"(route: {CANARY_PERCENT} % of keys)",
+        f"shadow predictions (v3)     {len(collected.shadow_ids)} event_ids, on the shadow "
+        "topic only",
+        "promote → first v2 primary  "
         + (f"{first_v2 - activated_at:.3f} s" if first_v2 else "never"),
-        "activation → last worker on v2 "
+        "promote → last worker on v2 "
         + (
             f"{max(loaded_v2) - activated_at:.3f} s ({len(loaded_v2)}/{N_WORKERS} workers)"
             if loaded_v2

@@ -100,14 +100,16 @@ def test_metrics_count_predictions_dead_letters_reloads_and_latency(
         return http(worker, "/metrics")[1].decode()
 
     # the last batch counts once settled, at the poll after it (one batch in flight)
-    settled = 'scorer_predictions_total{model_version="v1"} 300.0'
+    settled = 'scorer_predictions_total{arm="primary",model_version="v1"} 300.0'
     wait_until(lambda: settled in scraped(), what="every prediction counted")
     text = scraped()
     assert metric(text, "scorer_events_consumed_total") == 302
-    assert metric(text, "scorer_predictions_total", model_version="v1") == 300
+    assert metric(text, "scorer_predictions_total", model_version="v1", arm="primary") == 300
     assert metric(text, "scorer_dead_letters_total", reason="invalid_json") == 1
     assert metric(text, "scorer_dead_letters_total", reason="missing_feature") == 1
-    assert metric(text, "scorer_model_info", version="v1", sha256=sha) == 1
+    assert metric(text, "scorer_model_info", version="v1", sha256=sha, role="primary") == 1
+    assert metric(text, "scorer_canary_percent") == 0
+    assert metric(text, "scorer_route_failures_total") == 0
     assert metric(text, "scorer_model_reloads_total", result="ok") == 1
     assert metric(text, "scorer_model_reloads_total", result="failed") == 0
     assert metric(text, "scorer_end_to_end_latency_seconds_count") == 300

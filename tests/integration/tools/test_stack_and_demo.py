@@ -124,7 +124,7 @@ def test_stack_up_on_a_taken_port_is_a_one_line_error(tmp_path: Path) -> None:
 
 
 def test_demo_tells_the_whole_story_and_accounts_for_every_event(tmp_path: Path) -> None:
-    # 9 s of load: the activation is issued at 3 s and its CLI process takes 1-3 s on a
+    # 9 s of load: the promotion is issued at 3 s and its CLI process takes 1-3 s on a
     # loaded 2-core machine (at 6 s of load it once landed after the last event)
     done = run_scorer(None, "demo", "--events", "9000", "--rate", "1000", cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -132,4 +132,6 @@ def test_demo_tells_the_whole_story_and_accounts_for_every_event(tmp_path: Path)
     assert "every event_id accounted    yes" in report
     assert "workers exited with         [0, 0]" in report
     assert "v1: " in report and "v2: " in report
+    for arm in ("v1 primary: ", "v2 canary: ", "v2 primary: ", "v3 shadow: "):
+        assert arm in report
     assert "result                      OK" in report

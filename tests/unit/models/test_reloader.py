@@ -13,7 +13,7 @@ from worker.settings import Settings
 
 
 class ExplodingRegistry:
-    def active_version(self) -> str:
+    def read_keys(self) -> tuple[str, bytes]:
         raise RuntimeError("unexpected")
 
 
@@ -22,7 +22,7 @@ def test_an_unexpected_error_in_a_check_is_kept_logged_and_counted() -> None:
     consumer: Any = object()  # never touched by a check
     reloader = ModelReloader(
         Settings(),
-        ExplodingRegistry(),  # type: ignore[arg-type]  # a stand-in: only versions() is used
+        ExplodingRegistry(),  # type: ignore[arg-type]  # a stand-in: only read_keys() is used
         ModelHolder(),
         consumer,
         metrics,

@@ -121,10 +121,11 @@ def test_integer_event_ids_and_missing_ts_are_carried_through() -> None:
 
 def test_predictions_carry_id_version_score_and_times() -> None:
     batch = decode_batch([GOOD], FEATURES, LIMIT)
-    [encoded] = encode_predictions(batch, np.array([0.25]), "v7", 99.5)
+    [encoded] = encode_predictions(batch, np.array([0.25]), 99.5, [("v7", "canary")])
     assert orjson.loads(encoded) == {
         "event_id": "e-1",
         "model_version": "v7",
+        "arm": "canary",
         "score": 0.25,
         "event_ts": 1.5,
         "scored_at": 99.5,
@@ -242,6 +243,7 @@ def test_predictions_are_byte_for_byte_the_orjson_of_the_record(
             {
                 "event_id": event_id,
                 "model_version": version,
+                "arm": "primary",
                 "score": score,
                 "event_ts": ts,
                 "scored_at": scored_at,
@@ -249,4 +251,4 @@ def test_predictions_are_byte_for_byte_the_orjson_of_the_record(
         )
         for event_id, ts, score in events
     ]
-    assert encode_predictions(batch, scores, version, scored_at) == expected
+    assert encode_predictions(batch, scores, scored_at, [(version, "primary")]) == expected

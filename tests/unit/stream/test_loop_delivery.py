@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from worker.errors import ScorerError, ServiceUnavailable
-from worker.models.holder import LoadedModel
+from worker.models.holder import LoadedModel, Serving
 from worker.ops.metrics import WorkerMetrics
 from worker.settings import Settings
 from worker.stream.loop import ScoringLoop
@@ -115,7 +115,7 @@ def loop_with(
         Settings(delivery_retry_max_s=0.01),
         consumer=consumer,
         producer_factory=factory,
-        current_model=model,
+        serving=lambda: Serving(model()),
         stopping=stopping,
         metrics=metrics or WorkerMetrics(),
     )
@@ -377,7 +377,7 @@ def test_exactly_once_commits_each_batch_with_its_offsets_before_the_next_poll()
         Settings(processing_guarantee="exactly-once"),
         consumer=consumer,
         producer_factory=lambda: TransactionJournal(journal),
-        current_model=model,
+        serving=lambda: Serving(model()),
         stopping=stopping,
         metrics=metrics,
     )
@@ -416,7 +416,7 @@ def test_an_aborted_transaction_rewinds_to_the_batch_and_fences_its_producer() -
         Settings(processing_guarantee="exactly-once", delivery_retry_max_s=0.01),
         consumer=consumer,
         producer_factory=factory,
-        current_model=model,
+        serving=lambda: Serving(model()),
         stopping=stopping,
         metrics=metrics,
     )
@@ -447,7 +447,7 @@ def test_an_aborted_batch_that_cannot_be_read_again_stops_the_worker_uncommitted
         Settings(processing_guarantee="exactly-once", delivery_retry_max_s=0.01),
         consumer=consumer,
         producer_factory=lambda: TransactionJournal(journal, refuse=[1]),
-        current_model=model,
+        serving=lambda: Serving(model()),
         stopping=stopping,
         metrics=WorkerMetrics(),
     )
@@ -468,7 +468,7 @@ def test_while_a_batch_is_retried_its_partitions_are_paused_and_polling_goes_on(
         Settings(delivery_retry_max_s=0.3, poll_timeout_ms=50),
         consumer=consumer,
         producer_factory=lambda: producer,
-        current_model=model,
+        serving=lambda: Serving(model()),
         stopping=stopping,
         metrics=metrics,
     )

@@ -1,0 +1,154 @@
+"""One batch scored by the primary, a canary and shadows (scoring.py), with stand-in models."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import orjson
+
+from worker.models.holder import LoadedModel, Serving
+from worker.models.route import Canary, Route
+from worker.stream.arms import arm_buckets
+from worker.stream.events import Reason
+from worker.stream.scoring import score_batch
+
+LIMIT = 10_000
+
+
+def model(
+    version: str, features: tuple[str, ...], score: Callable[[np.ndarray], np.ndarray]
+) -> LoadedModel:
+    return LoadedModel(version, f"sha-{version}", features, "regressor", score)
+
+
+def first_column_plus(offset: float) -> Callable[[np.ndarray], np.ndarray]:
+    return lambda matrix: matrix[:, 0] + offset
+
+
+PRIMARY = model("v1", ("a", "b"), first_column_plus(0))
+CANARY = model("v2", ("a", "b"), first_column_plus(1000))
+
+
+def event(i: int, **features: float) -> bytes:
+    return orjson.dumps({"event_id": f"e-{i}", "features": features or {"a": i, "b": 0}})
+
+
+def keys_for(n: int) -> list[bytes]:
+    return [f"user-{i}".encode() for i in range(n)]
+
+
+def serving(
+    canary: LoadedModel | None = None, percent: float = 0, *shadows: LoadedModel
+) -> Serving:
+    route = Route(
+        Canary(canary.version, percent) if canary else None, tuple(s.version for s in shadows)
+    )
+    return Serving(PRIMARY, canary, percent, shadows, route)
+
+
+def test_each_key_goes_to_the_arm_its_bucket_names_and_order_is_kept() -> None:
+    values, keys = [event(i) for i in range(400)], keys_for(400)
+
+    scored = score_batch(values, keys, serving(CANARY, 30), LIMIT)
+
+    predictions = [orjson.loads(p) for p in scored.predictions]
+    assert scored.accepted == list(range(400))  # input order, whatever the arms
+    on_canary = (arm_buckets(keys, [""] * 400) < 3000).tolist()
+    for i, prediction in enumerate(predictions):
+        arm = "canary" if on_canary[i] else "primary"
+        assert prediction["arm"] == arm
+        assert prediction["model_version"] == ("v2" if on_canary[i] else "v1")
+        assert prediction["score"] == i + (1000 if on_canary[i] else 0)
+    assert scored.counts == {
+        ("v1", "primary"): 400 - sum(on_canary),
+        ("v2", "canary"): sum(on_canary),
+    }
+
+
+def test_without_a_key_the_event_id_decides_the_arm() -> None:
+    values = [event(i) for i in range(200)]
+
+    scored = score_batch(values, [None] * 200, serving(CANARY, 50), LIMIT)
+
+    by_id = arm_buckets([None] * 200, [f"e-{i}" for i in range(200)]) < 5000
+    arms = [orjson.loads(p)["arm"] for p in scored.predictions]
+    assert arms == ["canary" if c else "primary" for c in by_id.tolist()]
+
+
+def test_a_shadow_scores_every_event_to_its_own_list_and_its_failures_are_only_counted() -> None:
+    def fails_on_negative(matrix: np.ndarray) -> np.ndarray:
+        if (matrix[:, 0] < 0).any():
+            raise ValueError("negative")
+        return matrix[:, 0] * 2
+
+    shadow = model("v9", ("a", "b"), fails_on_negative)
+    values = [event(i) for i in range(5)] + [event(5, a=-1, b=0), b"not json"]
+
+    scored = score_batch(values, keys_for(7), serving(None, 0, shadow), LIMIT)
+
+    assert [orjson.loads(p)["score"] for p in scored.predictions] == [0, 1, 2, 3, 4, -1]
+    shadow_out = [orjson.loads(p) for p in scored.shadow_predictions]
+    assert [(p["score"], p["arm"], p["model_version"]) for p in shadow_out] == [
+        (2 * i, "shadow", "v9") for i in range(5)
+    ]
+    assert scored.shadow_accepted == [0, 1, 2, 3, 4]
+    assert scored.shadow_failures == {"v9": 1}
+    assert [(r.index, r.reason, r.model_version) for r in scored.rejects] == [
+        (6, Reason.INVALID_JSON, "v1")  # the primary's reject only: the shadow adds none
+    ]
+
+
+def test_a_version_with_fewer_features_reads_its_columns_and_one_with_others_decodes_again() -> (
+    None
+):
+    only_b = model("v3", ("b",), lambda m: m[:, 0])
+    needs_c = model("v4", ("a", "c"), lambda m: m[:, 1])
+    values = [
+        orjson.dumps({"event_id": "e-0", "features": {"a": 1, "b": 2, "c": 3}}),
+        orjson.dumps({"event_id": "e-1", "features": {"a": 1, "b": 5}}),  # no c
+    ]
+
+    scored = score_batch(values, [None, None], serving(None, 0, only_b, needs_c), LIMIT)
+
+    shadow_out = [orjson.loads(p) for p in scored.shadow_predictions]
+    assert [(p["model_version"], p["event_id"], p["score"]) for p in shadow_out] == [
+        ("v3", "e-0", 2),
+        ("v3", "e-1", 5),
+        ("v4", "e-0", 3),
+    ]
+    assert scored.shadow_failures == {"v3": 0, "v4": 1}
+    assert scored.rejects == []
+
+
+def test_a_canary_that_cannot_read_an_event_of_its_arm_dead_letters_it_naming_itself() -> None:
+    canary = model("v5", ("a", "c"), lambda m: m[:, 1])
+    values = [event(i) for i in range(50)]  # no feature c anywhere
+
+    scored = score_batch(values, keys_for(50), serving(canary, 50), LIMIT)
+
+    on_canary = set(np.flatnonzero(arm_buckets(keys_for(50), [""] * 50) < 5000).tolist())
+    assert {r.index for r in scored.rejects} == on_canary
+    assert {(r.reason, r.model_version) for r in scored.rejects} == {(Reason.MISSING_FEATURE, "v5")}
+    assert scored.accepted == sorted(set(range(50)) - on_canary)
+
+
+def test_a_canary_that_raises_on_a_row_dead_letters_only_that_row_of_its_arm() -> None:
+    def fails_on_9(matrix: np.ndarray) -> np.ndarray:
+        if (matrix[:, 0] == 9).any():
+            raise ValueError("nine")
+        return matrix[:, 0] + 1000
+
+    canary = model("v6", ("a", "b"), fails_on_9)
+    keys = keys_for(100)
+    on_canary = (arm_buckets(keys, [""] * 100) < 5000).tolist()
+    assert on_canary[9]  # event 9 (a = 9) is on the canary's arm
+
+    scored = score_batch([event(i) for i in range(100)], keys, serving(canary, 50), LIMIT)
+
+    assert [(r.index, r.reason, r.model_version) for r in scored.rejects] == [
+        (9, Reason.SCORING_FAILED, "v6")
+    ]
+    assert scored.accepted == [i for i in range(100) if i != 9]
+    scores = [orjson.loads(p)["score"] for p in scored.predictions]
+    assert scores == [i + (1000 if on_canary[i] else 0) for i in scored.accepted]

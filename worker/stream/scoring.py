@@ -1,0 +1,220 @@
+"""One batch scored by what serves now: the primary and the canary on their arms, the shadows on
+every event.
+
+    decode with the primary's features → split rows by arm (arms.py) → one predict call per arm
+    → predictions in input order; then one call per shadow version, to the shadow topic only
+
+An event the primary's features cannot be read from is dead-lettered whatever its arm. A
+version whose features are among the primary's reads its columns from the same matrix; one
+that needs others decodes its rows again with its own. A canary scores its arm as the primary
+scores its own: an event it cannot read or score is dead-lettered, naming the canary. A shadow
+version that cannot read or score an event only counts it: shadows never change what the
+output or the dead-letter topic receives.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import structlog
+
+from worker.models.holder import LoadedModel, Serving
+from worker.stream.arms import arm_buckets
+from worker.stream.events import DecodedBatch, Reason, Reject, decode_batch, encode_predictions
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class ScoredBatch:
+    """Predictions in input order (`accepted`: each one's record index), the dead letters
+    (each naming the version that refused it), and the shadow predictions."""
+
+    accepted: list[int] = field(default_factory=list)
+    predictions: list[bytes] = field(default_factory=list)
+    event_ts: list[float | None] = field(default_factory=list)
+    rejects: list[Reject] = field(default_factory=list)
+    counts: Counter[tuple[str, str]] = field(default_factory=Counter)  # (version, arm)
+    shadow_accepted: list[int] = field(default_factory=list)
+    shadow_predictions: list[bytes] = field(default_factory=list)
+    shadow_failures: Counter[str] = field(default_factory=Counter)
+    timings: list[tuple[str, str, float]] = field(default_factory=list)  # version, arm, s
+
+    @property
+    def versions(self) -> set[str]:
+        return {version for version, _ in self.counts}
+
+
+def score_batch(
+    values: Sequence[bytes | None],
+    keys: Sequence[bytes | None],
+    serving: Serving,
+    max_event_bytes: int,
+    *,
+    with_shadows: bool = True,
+) -> ScoredBatch:
+    primary = serving.primary
+    decoded = decode_batch(values, primary.features, max_event_bytes)
+    reading = _Reading(values, primary.features, max_event_bytes)
+    out = ScoredBatch(rejects=[_naming(r, primary.version) for r in decoded.rejects])
+    scored_at = time.time()
+    parts: list[tuple[str, LoadedModel, DecodedBatch]] = [("primary", primary, decoded)]
+    if serving.canary is not None and decoded.accepted:
+        on_canary = _canary_rows(decoded, keys, serving)
+        if _score_arms_together(out, decoded, on_canary, (primary, serving.canary), scored_at):
+            parts = []
+        else:
+            parts = [
+                ("primary", primary, decoded.subset(np.flatnonzero(~on_canary).tolist())),
+                ("canary", serving.canary, decoded.subset(np.flatnonzero(on_canary).tolist())),
+            ]
+    for arm, model, rows in parts:
+        part = reading.rows_for(model, rows)
+        started = time.perf_counter()
+        scores = score_isolating_failures(model, part)
+        out.timings.append((model.version, arm, time.perf_counter() - started))
+        out.rejects += [_naming(r, model.version) for r in part.rejects]
+        out.accepted += part.accepted
+        out.event_ts += part.event_ts
+        out.predictions += encode_predictions(part, scores, scored_at, [(model.version, arm)])
+        out.counts[(model.version, arm)] += len(part.accepted)
+    if len(parts) > 1:
+        _restore_input_order(out)
+    if with_shadows:
+        for shadow in serving.shadows:
+            _score_shadow(out, shadow, reading.rows_for(shadow, decoded), scored_at)
+    out.rejects.sort(key=lambda reject: reject.index)
+    return out
+
+
+def _score_arms_together(
+    out: ScoredBatch,
+    decoded: DecodedBatch,
+    on_canary: np.ndarray,
+    models: tuple[LoadedModel, LoadedModel],
+    scored_at: float,
+) -> bool:
+    """The common case in one pass: the canary reads the primary's features and neither
+    version raises, so both predict into one array and the predictions are encoded in input
+    order, with no split and no reordering. False: nothing was recorded; take the general
+    path (which also isolates the rows a version cannot score)."""
+    primary, canary = models
+    if canary.features != primary.features:
+        return False
+    scores = np.empty(len(decoded.accepted))
+    timings = []
+    try:
+        for model, arm, rows in ((primary, "primary", ~on_canary), (canary, "canary", on_canary)):
+            started = time.perf_counter()
+            scores[rows] = model.score(decoded.matrix[rows]) if rows.any() else []
+            timings.append((model.version, arm, time.perf_counter() - started))
+    except Exception:
+        return False
+    labels = [(primary.version, "primary"), (canary.version, "canary")]
+    out.predictions = encode_predictions(
+        decoded, scores, scored_at, labels, on_canary.astype(np.int8).tolist()
+    )
+    out.accepted, out.event_ts = list(decoded.accepted), list(decoded.event_ts)
+    on = int(on_canary.sum())
+    out.counts[labels[0]] += len(decoded.accepted) - on
+    out.counts[labels[1]] += on
+    out.timings += timings
+    return True
+
+
+def _canary_rows(
+    decoded: DecodedBatch, keys: Sequence[bytes | None], serving: Serving
+) -> np.ndarray:
+    """True for each accepted row whose key's bucket is below the canary's share."""
+    row_keys = [keys[index] for index in decoded.accepted]
+    canary_buckets = round(serving.canary_percent * 100)
+    return arm_buckets(row_keys, decoded.event_ids) < canary_buckets
+
+
+@dataclass(frozen=True)
+class _Reading:
+    """The batch's raw values and how the primary read them."""
+
+    values: Sequence[bytes | None]
+    features: tuple[str, ...]
+    max_event_bytes: int
+
+    def rows_for(self, model: LoadedModel, rows: DecodedBatch) -> DecodedBatch:
+        """The rows as `model` reads them, with no rejects yet: the primary's matrix when the
+        features agree, its columns when the model needs fewer, else decoded again."""
+        if model.features == self.features:
+            return dataclasses.replace(rows, rejects=[])
+        if set(model.features) <= set(self.features):
+            columns = [self.features.index(name) for name in model.features]
+            return dataclasses.replace(rows, matrix=rows.matrix[:, columns], rejects=[])
+        values = [self.values[i] for i in rows.accepted]
+        again = decode_batch(values, model.features, self.max_event_bytes)
+        again.accepted = [rows.accepted[i] for i in again.accepted]
+        again.rejects = [
+            dataclasses.replace(r, index=rows.accepted[r.index]) for r in again.rejects
+        ]
+        return again
+
+
+def _restore_input_order(out: ScoredBatch) -> None:
+    order = np.argsort(np.array(out.accepted), kind="stable").tolist()
+    out.accepted = [out.accepted[i] for i in order]
+    out.predictions = [out.predictions[i] for i in order]
+    out.event_ts = [out.event_ts[i] for i in order]
+
+
+def _score_shadow(
+    out: ScoredBatch, shadow: LoadedModel, part: DecodedBatch, scored_at: float
+) -> None:
+    """Every event the primary could read, scored by `shadow`; what it cannot score is counted,
+    never dead-lettered. Its cost (predict, encode) is timed."""
+    started = time.perf_counter()
+    scores = score_isolating_failures(shadow, part)
+    out.shadow_accepted += part.accepted
+    out.shadow_predictions += encode_predictions(
+        part, scores, scored_at, [(shadow.version, "shadow")]
+    )
+    out.counts[(shadow.version, "shadow")] += len(part.accepted)
+    out.shadow_failures[shadow.version] += len(part.rejects)
+    out.timings.append((shadow.version, "shadow", time.perf_counter() - started))
+
+
+def _naming(reject: Reject, version: str) -> Reject:
+    return dataclasses.replace(reject, model_version=version)
+
+
+def score_isolating_failures(model: LoadedModel, batch: DecodedBatch) -> np.ndarray:
+    """Score the batch in one call; if that raises, score row by row and reject the rows the
+    model cannot score, so one poisonous row cannot stop the partition."""
+    if not batch.accepted:
+        return np.empty(0)
+    try:
+        return model.score(batch.matrix)
+    except Exception as exc:
+        log.warning(
+            "batch.scoring_failed",
+            error=f"{type(exc).__name__}: {exc}",
+            model_version=model.version,
+            n=len(batch.accepted),
+        )
+    scores: list[float] = []
+    keep: list[int] = []
+    for row in range(len(batch.accepted)):
+        try:
+            scores.append(float(model.score(batch.matrix[row : row + 1])[0]))
+            keep.append(row)
+        except Exception as exc:
+            batch.rejects.append(
+                Reject(
+                    batch.accepted[row],
+                    Reason.SCORING_FAILED,
+                    f"model {model.version} failed: {type(exc).__name__}: {exc}",
+                )
+            )
+    batch.keep_rows(keep)
+    return np.array(scores, dtype=np.float64)
