@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test lint install kafka clean
+.PHONY: demo test lint install kafka tools clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,14 @@ install: $(INSTALLED)
 kafka: $(INSTALLED)
 	$(BIN)/scorer stack fetch-kafka --if-possible
 
+# promtool tests the alert rules (deploy/prometheus): Debian's prometheus package, installed
+# here when it is missing and apt-get may run; otherwise the rule tests fail naming this step.
+APT_PROMETHEUS := apt-get install -y -q --no-install-recommends prometheus >/dev/null 2>&1
+tools:
+	@command -v promtool >/dev/null || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] \
+		&& { $(APT_PROMETHEUS) || { apt-get update -q >/dev/null && $(APT_PROMETHEUS); }; }; } \
+		|| echo "make tools: install Debian's prometheus package (promtool) to test the alert rules"
+
 demo: kafka
 	$(BIN)/scorer demo
 
@@ -28,7 +36,7 @@ lint: $(INSTALLED)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: lint kafka
+test: lint kafka tools
 	$(BIN)/pytest
 
 clean:

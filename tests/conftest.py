@@ -176,6 +176,38 @@ def run_scorer(
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class Ran:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def scorer_main(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> Callable[..., Ran]:
+    """`scorer ARGS` through `worker.cli.main` in this process: the same parser, settings
+    from the same SCORER_* environment and the same error mapping as `run_scorer`, without a
+    second of interpreter start-up per call. Logging stays as the session has it (configured
+    here it would write to capsys' stream)."""
+    from worker import cli
+
+    monkeypatch.setattr(cli, "configure_logging", lambda *args: None)
+
+    def run(settings: Settings, *args: str) -> Ran:
+        with monkeypatch.context() as env:
+            for name in [n for n in os.environ if n.startswith("SCORER_")]:
+                env.delenv(name)
+            for name, value in settings_env(settings).items():
+                env.setenv(name, value)
+            code = cli.main(list(args))
+        out, err = capsys.readouterr()
+        return Ran(code, out, err)
+
+    return run
+
+
 @pytest.fixture
 def registry(settings: Settings) -> Registry:
     return Registry.for_settings(connect_redis(settings), settings)

@@ -51,6 +51,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = load_settings(os.environ, args.config, parse_overrides(args.set))
+        if getattr(args, "interactive", False):  # an operator waits: give up within seconds
+            settings = settings.replace(startup_timeout_s=settings.command_timeout_s)
         configure_logging(settings.log_format, settings.log_level)
         command: Command = args.command
         return command(args, settings)
@@ -89,10 +91,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(command=cmd_run)
     status = commands.add_parser(
-        "status", parents=[common], help="active version, live workers, lag, dead letters"
+        "status",
+        parents=[common],
+        help="active version, live workers, lag, dead letters",
+        description="The active version and route, every live worker (from its heartbeat in "
+        "Redis) with the version and route it applies, whether the fleet has converged, the "
+        "group's lag per partition and the dead-letter count.",
+        epilog="example: scorer status --json | jq '.workers[] | {worker_id, model_version}'",
     )
-    status.add_argument("--json", action="store_true")
-    status.set_defaults(command=cmd_status)
+    status.add_argument("--json", action="store_true", help="one JSON object, for tools")
+    status.set_defaults(command=cmd_status, interactive=True)
     _add_model_commands(commands, common)
     _add_stack_commands(commands, common)
 
@@ -154,9 +162,21 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_model_commands(
     commands: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
 ) -> None:
-    model = commands.add_parser("model", help="the model registry").add_subparsers(
-        required=True, metavar="ACTION"
+    registry = commands.add_parser(
+        "model",
+        help="the model registry",
+        description="Publish model versions into the registry in Redis, switch the active "
+        "one, try one on a share of the traffic (canary) or on all of it unseen (shadow). "
+        "Every change is announced to the workers on the control topic.",
+        epilog="examples:\n"
+        "  scorer model publish model.joblib --version v3 --note 'retrained 2026-11-20'\n"
+        "  scorer model canary v3 --percent 10 --reason 'new click features'\n"
+        "  scorer model promote        # or: scorer model abort --reason worse\n"
+        "  scorer model rollback",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    registry.set_defaults(interactive=True)  # command_timeout_s, not startup_timeout_s
+    model = registry.add_subparsers(required=True, metavar="ACTION")
     change = argparse.ArgumentParser(add_help=False, parents=[common])
     change.add_argument("--by", help="who makes the change, for the record (default: user@host)")
     change.add_argument("--reason", default="", help="why, for the record")

@@ -50,6 +50,7 @@ class Worker:
         self.started_at = time.time()
         self.holder = ModelHolder()
         self.metrics = WorkerMetrics()
+        self.metrics.ready.set_function(lambda: 1.0 if self.readiness().ready else 0.0)
         self.loop: ScoringLoop | None = None
         self.reloader: ModelReloader | None = None
         self.heartbeat: Heartbeat | None = None

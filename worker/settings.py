@@ -38,6 +38,7 @@ _POSITIVE = (
     "active_poll_s",
     "delivery_timeout_s",
     "startup_timeout_s",
+    "command_timeout_s",
     "delivery_retry_max_s",
     "batch_log_interval_s",
     "worker_heartbeat_s",
@@ -106,6 +107,7 @@ class Settings:
     topic_partitions: int = 4
     topic_replication: int = 1
     startup_timeout_s: float = 30.0
+    command_timeout_s: float = 5.0
     batch_log_interval_s: float = 10.0
     log_format: LogFormat = "auto"
     log_level: str = "info"

@@ -24,8 +24,6 @@ from worker.models.control import activation_message, announce
 from worker.models.registry import Registry, RegistryEntry
 from worker.settings import Settings
 
-_ANNOUNCE_TIMEOUT_S = 10.0
-
 
 def registry_of(settings: Settings) -> Registry:
     return Registry.for_settings(connect_redis(settings), settings)
@@ -73,13 +71,13 @@ def switch_active(settings: Settings, switch: Callable[[Registry], RegistryEntry
 
 def announce_change(settings: Settings, message: bytes) -> None:
     """Publish a control message; if Kafka is away, say the change still arrives by polling."""
-    quick = settings.replace(startup_timeout_s=min(settings.startup_timeout_s, _ANNOUNCE_TIMEOUT_S))
+    timeout_s = settings.startup_timeout_s  # command_timeout_s, for an operator's command
     try:
-        producer = build_producer(quick)
+        producer = build_producer(settings)
         try:
-            announce(producer, settings.control_topic, message, _ANNOUNCE_TIMEOUT_S)
+            announce(producer, settings.control_topic, message, timeout_s)
         finally:
-            producer.close(timeout=_ANNOUNCE_TIMEOUT_S)
+            producer.close(timeout=timeout_s)
     except (ScorerError, KafkaError) as exc:
         print(
             f"scorer: warning: control message not sent ({exc}); workers pick the change up "

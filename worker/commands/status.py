@@ -17,8 +17,6 @@ from worker.models.registry import Registry
 from worker.ops.heartbeat import workers_key_prefix
 from worker.settings import Settings
 
-_STATUS_KAFKA_TIMEOUT_S = 5.0
-
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     status = collect_status(settings, connect_redis(settings))
@@ -65,8 +63,7 @@ def read_heartbeats(client: redis.Redis, registry_prefix: str) -> list[dict[str,
 
 def kafka_offsets(settings: Settings) -> dict[str, Any]:
     """Committed vs end offsets of the group on the input topic, and dead-letter counts."""
-    quick = settings.replace(startup_timeout_s=_STATUS_KAFKA_TIMEOUT_S)
-    options = client_options(quick)
+    options = client_options(settings)  # startup_timeout_s is command_timeout_s here
     admin = KafkaAdminClient(**options)
     consumer = KafkaConsumer(**options)
     try:

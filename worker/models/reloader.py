@@ -113,14 +113,14 @@ class ModelReloader:
         try:
             active, raw_route = self._registry.read_keys()
             if active is None:
-                self._note_redis_ok()
+                self._note_redis_ok(active)
                 return
             primary = self._primary(active, forced)
             serving = self._serving(primary, raw_route, forced) if primary else None
         except redis.RedisError as exc:
             self._note_redis_error(exc)
             return
-        self._note_redis_ok()
+        self._note_redis_ok(active)
         if serving is not None and serving != self._holder.serving():
             self._swap(serving)
 
@@ -220,8 +220,8 @@ class ModelReloader:
             )
         self.redis_error = f"redis unreachable: {exc}"
 
-    def _note_redis_ok(self) -> None:
-        self._metrics.note_reload_check()
+    def _note_redis_ok(self, active: str | None) -> None:
+        self._metrics.note_reload_check(active)
         if self.redis_error is not None:
             log.info("redis.recovered")
             self.redis_error = None

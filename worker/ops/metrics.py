@@ -29,6 +29,10 @@ _BATCH_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 
 _BATCH_SIZE_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 
 
+KAFKA_OPERATIONS = ("produce", "commit", "poll", "control")
+REDIS_OPERATIONS = ("reload_check", "heartbeat")
+
+
 class WorkerMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -141,8 +145,25 @@ class WorkerMetrics:
             ["result"],
             registry=r,
         )
+        self.ready = Gauge(
+            "scorer_ready",
+            "1 while /readyz says ready (a model loaded, partitions assigned)",
+            registry=r,
+        )
+        self.active_key = Gauge(
+            "scorer_active_key_info",
+            "The version the active key named at the last successful check (value 1)",
+            ["version"],
+            registry=r,
+        )
+        # Every labelled series a dashboard or alert reads exists from the start, at 0: "no
+        # errors" must not look like "no data".
         for result in ("ok", "failed"):
             self.reloads.labels(result)
+        for operation in KAFKA_OPERATIONS:
+            self.kafka_errors.labels(operation)
+        for operation in REDIS_OPERATIONS:
+            self.redis_errors.labels(operation)
         for result in ("committed", "aborted"):
             self.transactions.labels(result)
         for event in ("assigned", "revoked", "lost"):
@@ -151,8 +172,11 @@ class WorkerMetrics:
     def _check_age(self) -> float:
         return time.time() - self._last_check_at if self._last_check_at else float("nan")
 
-    def note_reload_check(self) -> None:
+    def note_reload_check(self, active: str | None) -> None:
         self._last_check_at = time.time()
+        self.active_key.clear()
+        if active is not None:
+            self.active_key.labels(active).set(1)
 
     def set_serving(self, models: Iterable[tuple[str, str, str]], canary_percent: float) -> None:
         """The versions serving now, as (version, sha256, role)."""

@@ -37,6 +37,10 @@ class Reason:
     NON_FINITE_FEATURE = "non_finite_feature"
     SCORING_FAILED = "scoring_failed"  # the model raised on this row (set by the loop)
 
+    @classmethod
+    def codes(cls) -> list[str]:
+        return [value for name, value in vars(cls).items() if name.isupper()]
+
 
 class EventRejected(Exception):
     """An event that can never be scored as it is: it goes to the dead-letter topic."""

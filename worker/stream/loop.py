@@ -156,6 +156,8 @@ class ScoringLoop:
             on_lost=self._forget_in_flight,
             metrics=metrics,
         )
+        for reason in Reason.codes():  # every reason's series from the start, at 0
+            metrics.dead_letters.labels(reason)
         self._exactly_once = settings.processing_guarantee == "exactly-once"
         self._aborted_in_a_row = 0
         self._paused = False

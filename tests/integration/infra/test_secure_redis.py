@@ -136,7 +136,7 @@ def test_rediss_without_the_ca_fails_clearly(
     settings: Settings, tls_redis: tuple[int, Path]
 ) -> None:
     port, _ = tls_redis
-    untrusted = settings.replace(redis_url=f"rediss://127.0.0.1:{port}/0", startup_timeout_s=1)
+    untrusted = settings.replace(redis_url=f"rediss://127.0.0.1:{port}/0", command_timeout_s=1)
     done = run_scorer(untrusted, "model", "list")
     assert done.returncode == 3
     assert done.stderr.startswith(f"scorer: cannot reach Redis at rediss://127.0.0.1:{port}/0")

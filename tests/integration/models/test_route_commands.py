@@ -9,8 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.conftest import run_scorer, settings_env
-from worker.cli import main
+from tests.conftest import run_scorer
 from worker.errors import RegistryError
 from worker.models.registry import Registry
 from worker.models.route import Canary, Route
@@ -91,14 +90,8 @@ def test_a_broken_hand_edit_is_reported_and_can_still_be_replaced(
 
 @pytest.mark.usefixtures("three_versions")
 def test_cli_route_commands_refuse_in_one_line_with_their_exit_codes(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    settings: Settings, scorer_main: Any
 ) -> None:
-    """`main` in this process (a subprocess per refusal would take a second each): the same
-    parser, settings from the same SCORER_* environment, the same error mapping. Logging is
-    left as the test session has it (configured here it would write to capsys' stream)."""
-    for name, value in settings_env(settings).items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setattr("worker.cli.configure_logging", lambda *args: None)
     refusals = [
         (("canary", "v9", "--percent", "10"), 4, "v9 is not in the registry"),
         (("canary", "v1", "--percent", "10"), 4, "v1 is the active version"),
@@ -110,34 +103,34 @@ def test_cli_route_commands_refuse_in_one_line_with_their_exit_codes(
         (("shadow", "v9"), 4, "v9 is not in the registry"),
     ]
     for command, code, message in refusals:
-        assert main(["model", *command]) == code, command
-        out, err = capsys.readouterr()
-        assert out == "" and err.count("\n") == 1 and message in err, (command, err)
+        done = scorer_main(settings, "model", *command)
+        assert (done.returncode, done.stdout) == (code, ""), (command, done.stderr)
+        assert done.stderr.count("\n") == 1 and message in done.stderr, (command, done.stderr)
 
 
 @pytest.mark.usefixtures("three_versions")
-def test_cli_canary_shadow_route_list_and_abort(settings: Settings) -> None:
+def test_cli_canary_shadow_route_list_and_abort(settings: Settings, scorer_main: Any) -> None:
     canary = run_scorer(settings, "model", "canary", "v2", "--percent", "60", "--force")
-    assert canary.returncode == 0, canary.stderr
+    assert canary.returncode == 0, canary.stderr  # one as a user runs it; the rest in-process
     assert "canary is now v2 on 60 % of keys" in canary.stdout
-    shadow = run_scorer(settings, "model", "shadow", "v3", "--by", "ci", "--reason", "compare")
+    shadow = scorer_main(settings, "model", "shadow", "v3", "--by", "ci", "--reason", "compare")
     assert shadow.returncode == 0 and "shadow versions: v3" in shadow.stdout
 
-    report = orjson.loads(run_scorer(settings, "model", "route", "--json").stdout)
+    report = orjson.loads(scorer_main(settings, "model", "route", "--json").stdout)
     assert report["route"] == {"canary": {"version": "v2", "percent": 60.0}, "shadow": ["v3"]}
     assert report["route_key"] == settings.route_key
     assert (report["changes"][0]["by"], report["changes"][0]["reason"]) == ("ci", "compare")
-    text = run_scorer(settings, "model", "route").stdout
+    text = scorer_main(settings, "model", "route").stdout
     assert "canary v2 at 60 %, shadow v3" in text and "by ci (compare)" in text
-    listed = orjson.loads(run_scorer(settings, "model", "list", "--json").stdout)
+    listed = orjson.loads(scorer_main(settings, "model", "list", "--json").stdout)
     assert {v["version"]: v["role"] for v in listed["versions"]} == {
         "v1": "primary",
         "v2": "canary",
         "v3": "shadow",
     }
 
-    aborted = run_scorer(settings, "model", "abort", "--reason", "done")
+    aborted = scorer_main(settings, "model", "abort", "--reason", "done")
     assert (
         aborted.returncode == 0 and "aborted route canary v2 at 60 %, shadow v3" in aborted.stdout
     )
-    assert orjson.loads(run_scorer(settings, "model", "route", "--json").stdout)["route"] == {}
+    assert orjson.loads(scorer_main(settings, "model", "route", "--json").stdout)["route"] == {}

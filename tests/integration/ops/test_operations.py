@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -18,10 +20,13 @@ from tests.conftest import (
     send_events,
     wait_until,
 )
+from worker.ops.metrics import KAFKA_OPERATIONS, REDIS_OPERATIONS
 from worker.settings import Settings
+from worker.stream.events import Reason
 from worker.tools.synthetic import FEATURES, feature_rows
 
 pytestmark = pytest.mark.integration
+DEPLOY = Path(__file__).resolve().parents[3] / "deploy"
 
 
 def http(worker: RunningWorker, path: str, body: bytes | None = None) -> tuple[int, bytes]:
@@ -70,6 +75,34 @@ def test_health_and_readiness_follow_the_worker_from_waiting_to_scoring(
         "degraded": None,
     }
     assert http(worker, "/nope")[0] == 404
+    assert_every_watched_series_exists(http(worker, "/metrics")[1].decode())
+
+
+def watched_metric_names() -> set[str]:
+    """Every scorer_* name the shipped dashboards and alert rules query."""
+    text = "".join(
+        path.read_text()
+        for path in [*DEPLOY.glob("grafana/dashboards/*.json"), DEPLOY / "prometheus/alerts.yml"]
+    )
+    names = set(re.findall(r"\bscorer_[a-z_]+", text))
+    return {re.sub(r"_(bucket|count|sum)$", "", name) for name in names}
+
+
+def assert_every_watched_series_exists(text: str) -> None:
+    """A fresh, ready worker that has scored nothing: every metric a dashboard or an alert
+    reads is there, and every labelled counter has each of its known labels, at 0 (Prometheus'
+    instrumentation guidance: no data must not stand for no errors)."""
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    exported = set(families) | {name + "_total" for name in families}
+    assert watched_metric_names() - exported == set()
+    assert metric(text, "scorer_ready") == 1
+    assert metric(text, "scorer_active_key_info", version="v1") == 1
+    for operation in KAFKA_OPERATIONS:
+        assert metric(text, "scorer_kafka_errors_total", operation=operation) == 0
+    for operation in REDIS_OPERATIONS:
+        assert metric(text, "scorer_redis_errors_total", operation=operation) == 0
+    for reason in Reason.codes():
+        assert metric(text, "scorer_dead_letters_total", reason=reason) == 0
 
 
 def test_metrics_count_predictions_dead_letters_reloads_and_latency(

@@ -9,7 +9,13 @@ from typing import Any
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
-from tests.conftest import TopicReader, last_offsets, log_events, send_events, wait_until
+from tests.conftest import (
+    TopicReader,
+    last_offsets,
+    log_events,
+    send_events,
+    wait_until,
+)
 from worker.infra.clients import client_options
 from worker.settings import Settings
 from worker.tools.stack import free_port
@@ -142,6 +148,20 @@ def test_unreachable_redis_at_start_is_one_line_and_exit_3(
     output = worker.log_path.read_text().strip()
     assert output.startswith("scorer: cannot reach Redis at redis://127.0.0.1:")
     assert len(output.splitlines()) == 1
+
+
+def test_operator_commands_give_up_on_an_unreachable_redis_after_command_timeout_s(
+    settings: Settings, scorer_main: Any
+) -> None:
+    """`scorer run` waits startup_timeout_s (60 here); an operator's command gives up sooner."""
+    down = settings.replace(
+        redis_url=f"redis://127.0.0.1:{free_port()}/0", startup_timeout_s=60, command_timeout_s=1
+    )
+    for command in (("model", "list"), ("model", "route"), ("status",)):
+        done = scorer_main(down, *command)
+        assert done.returncode == 3, command
+        assert done.stderr.startswith("scorer: cannot reach Redis at redis://127.0.0.1:")
+        assert "after 1s" in done.stderr and done.stderr.count("\n") == 1
 
 
 def test_unreachable_broker_at_start_is_one_line_and_exit_3(

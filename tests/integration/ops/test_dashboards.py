@@ -1,0 +1,130 @@
+"""The shipped dashboard and alert rules against a real Prometheus (Debian's package) scraping
+a real worker: every panel's expression parses and returns data, every rule loads and
+evaluates."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kafka import KafkaProducer
+
+from tests.conftest import TopicReader, send_events, wait_until
+from worker.settings import Settings
+from worker.tools.stack import free_port
+from worker.tools.synthetic import feature_rows
+
+pytestmark = pytest.mark.integration
+DEPLOY = Path(__file__).resolve().parents[3] / "deploy"
+INSTALL_STEP = "prometheus is missing: `make tools` (Debian: apt-get install prometheus)"
+
+
+def panel_expressions() -> list[str]:
+    expressions = []
+    for path in sorted(DEPLOY.glob("grafana/dashboards/*.json")):
+        for panel in json.loads(path.read_text())["panels"]:
+            expressions += [target["expr"] for target in panel.get("targets", [])]
+    return expressions
+
+
+class Prometheus:
+    """A Prometheus server on a free loopback port, scraping `targets` every second."""
+
+    def __init__(self, work_dir: Path, targets: list[str]) -> None:
+        binary = shutil.which("prometheus")
+        if binary is None:
+            pytest.fail(INSTALL_STEP, pytrace=False)
+        self.port = free_port()
+        config = work_dir / "prometheus.yml"
+        config.write_text(
+            json.dumps(  # JSON is YAML
+                {
+                    "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                    "rule_files": [str(DEPLOY / "prometheus" / "alerts.yml")],
+                    "scrape_configs": [
+                        {"job_name": "scorer", "static_configs": [{"targets": targets}]}
+                    ],
+                }
+            )
+        )
+        self.log = (work_dir / "prometheus.log").open("wb")
+        self.process = subprocess.Popen(
+            [
+                binary,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={work_dir / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def api(self, path: str, **params: str) -> Any:
+        url = f"http://127.0.0.1:{self.port}/api/v1/{path}?{urllib.parse.urlencode(params)}"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return json.loads(response.read())
+
+    def query(self, expr: str) -> Any:
+        answer = self.api("query", query=expr)
+        assert answer["status"] == "success", (expr, answer)
+        return answer["data"]["result"]
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(10)
+        self.log.close()
+
+
+@pytest.fixture
+def prometheus_for(tmp_path: Path) -> Iterator[Any]:
+    started: list[Prometheus] = []
+
+    def start(targets: list[str]) -> Prometheus:
+        started.append(Prometheus(tmp_path, targets))
+        return started[-1]
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+def test_every_panel_returns_data_and_every_rule_evaluates(
+    settings: Settings,
+    publish: Any,
+    logistic: Any,
+    producer: KafkaProducer,
+    reader: TopicReader,
+    worker_factory: Any,
+    prometheus_for: Any,
+) -> None:
+    started = time.monotonic()
+    publish(logistic, "v1")
+    worker = worker_factory(settings)
+    wait_until(lambda: worker.worker.health is not None, what="the worker's HTTP server")
+    prometheus = prometheus_for([f"127.0.0.1:{worker.worker.health.port}"])
+    wait_until(lambda: _up(prometheus), timeout=30, what="Prometheus scraping the worker")
+    ids = send_events(producer, settings.input_topic, feature_rows(300, seed=3))
+    wait_until(lambda: reader.scored_ids() == set(ids), what="every event scored")
+    time.sleep(3)  # a few more scrapes, so rate() over the panels' windows has two samples
+
+    empty = [expr for expr in panel_expressions() if not prometheus.query(expr)]
+    assert empty == []
+    rules = [rule for group in prometheus.api("rules")["data"]["groups"] for rule in group["rules"]]
+    assert len(rules) >= 7
+    assert {rule["health"] for rule in rules} == {"ok"}, rules
+    print(f"dashboard test: {time.monotonic() - started:.1f} s")
+
+
+def _up(prometheus: Prometheus) -> bool:
+    try:
+        return any(s["value"][1] == "1" for s in prometheus.query('up{job="scorer"}'))
+    except OSError:
+        return False
