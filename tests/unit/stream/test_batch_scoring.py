@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from http import HTTPStatus
 
 import numpy as np
 import orjson
@@ -11,6 +12,7 @@ from worker.models.holder import LoadedModel, Serving
 from worker.models.route import Canary, Route
 from worker.stream.arms import arm_buckets
 from worker.stream.events import Reason
+from worker.stream.predict import predict_body
 from worker.stream.scoring import score_batch
 
 LIMIT = 10_000
@@ -152,3 +154,21 @@ def test_a_canary_that_raises_on_a_row_dead_letters_only_that_row_of_its_arm() -
     assert scored.accepted == [i for i in range(100) if i != 9]
     scores = [orjson.loads(p)["score"] for p in scored.predictions]
     assert scores == [i + (1000 if on_canary[i] else 0) for i in scored.accepted]
+
+
+def test_predict_over_http_takes_the_arm_from_the_events_key_field_else_its_event_id() -> None:
+    events = [
+        {"event_id": f"e-{i}", "key": f"user-{i}", "features": {"a": i, "b": 0}} for i in range(40)
+    ]
+    events.append({"event_id": "e-40", "features": {"a": 40, "b": 0}})  # no key: by event_id
+
+    status, answer = predict_body(orjson.dumps(events), serving(CANARY, 50), LIMIT)
+
+    assert status == HTTPStatus.OK
+    keys: list[bytes | None] = [f"user-{i}".encode() for i in range(40)] + [None]
+    expected = arm_buckets(keys, [f"e-{i}" for i in range(41)]) < 5000
+    assert [p["arm"] for p in answer] == ["canary" if c else "primary" for c in expected.tolist()]
+    refused = predict_body(
+        orjson.dumps({"event_id": "e", "key": 7, "features": {}}), serving(), LIMIT
+    )
+    assert refused[0] == HTTPStatus.BAD_REQUEST and "key must be a string" in refused[1]["error"]
