@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from worker.commands.model import announce_change, author, registry_of, switch_active
-from worker.commands.status import read_heartbeats, route_text
+from worker.commands.status import read_heartbeats, route_text, stored_route
 from worker.errors import RegistryError
 from worker.infra.clients import connect_redis
 from worker.models.control import route_message
@@ -68,11 +68,7 @@ def route_report(settings: Settings) -> dict[str, Any]:
     """The stored route, what each live worker applies, and the latest changes."""
     client = connect_redis(settings)
     registry = Registry.for_settings(client, settings)
-    try:
-        route: dict[str, Any] | None = registry.route().as_json()
-        error = None
-    except RegistryError as exc:
-        route, error = None, str(exc)
+    route, error = stored_route(registry)
     workers = [
         {
             "worker_id": w["worker_id"],

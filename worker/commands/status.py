@@ -34,16 +34,13 @@ def collect_status(settings: Settings, client: redis.Redis) -> dict[str, Any]:
         active_entry = registry.entry(active).summary() if active else None
     except RegistryError as exc:
         active_entry = {"error": str(exc)}
-    try:
-        route: dict[str, Any] | None = registry.route().as_json()
-    except RegistryError as exc:
-        route = None
-        active_entry = (active_entry or {}) | {"route_error": str(exc)}
+    route, route_error = stored_route(registry)
     workers = read_heartbeats(client, settings.registry_prefix)
     status: dict[str, Any] = {
         "active_version": active,
         "active": active_entry,
         "route": route,
+        "route_error": route_error,
         "workers": workers,
         "converged": bool(workers)
         and all(w.get("model_version") == active and w.get("route", {}) == route for w in workers),
@@ -53,6 +50,14 @@ def collect_status(settings: Settings, client: redis.Redis) -> dict[str, Any]:
     except (KafkaError, ServiceUnavailable) as exc:
         status["kafka"] = {"error": f"{type(exc).__name__}: {exc}"}
     return status
+
+
+def stored_route(registry: Registry) -> tuple[dict[str, Any] | None, str | None]:
+    """The route key as JSON, or None and why when a hand edit left it unreadable."""
+    try:
+        return registry.route().as_json(), None
+    except RegistryError as exc:
+        return None, str(exc)
 
 
 def read_heartbeats(client: redis.Redis, registry_prefix: str) -> list[dict[str, Any]]:
@@ -102,7 +107,9 @@ def _partitions(consumer: KafkaConsumer, topic: str) -> list[TopicPartition]:
 
 
 def render_status(status: dict[str, Any]) -> str:
-    lines = [_active_line(status), f"route           {route_text(status['route'])}"]
+    route = status["route"]
+    shown = route_text(route) if route is not None else f"unreadable: {status['route_error']}"
+    lines = [_active_line(status), f"route           {shown}"]
     workers = status["workers"]
     converged = "converged" if status["converged"] else "NOT converged"
     lines.append(
@@ -151,10 +158,8 @@ def _worker_line(worker: dict[str, Any]) -> str:
     )
 
 
-def route_text(route: dict[str, Any] | None, short: bool = False) -> str:
+def route_text(route: dict[str, Any], short: bool = False) -> str:
     """e.g. `canary v3 at 10 %, shadow v4` (short: `v3 10%, s:v4`)."""
-    if route is None:
-        return "unreadable (see scorer model route)"
     parts = []
     if "canary" in route:
         canary = route["canary"]

@@ -51,10 +51,18 @@ class Serving:
 
     primary: LoadedModel
     canary: LoadedModel | None = None
-    canary_percent: float = 0.0
     shadows: tuple[LoadedModel, ...] = ()
-    route: Route = field(default_factory=Route)
+    route: Route = field(default_factory=Route)  # its canary's share, when `canary` is set
     route_error: str | None = None
+
+    @property
+    def canary_percent(self) -> float:
+        return self.route.canary.percent if self.route.canary else 0.0
+
+    @property
+    def canary_buckets(self) -> int:
+        """Events whose bucket is below this go to the canary (worker/stream/arms.py)."""
+        return self.route.canary.buckets if self.route.canary else 0
 
     def roles(self) -> list[tuple[str, LoadedModel]]:
         """Each version serving, with its role: primary, canary or shadow."""

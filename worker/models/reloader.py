@@ -167,7 +167,6 @@ class ModelReloader:
         return Serving(
             primary,
             canary=models[canary.version] if canary else None,
-            canary_percent=canary.percent if canary else 0.0,
             shadows=tuple(models[version] for version in route.shadow),
             route=route,
         )

@@ -87,7 +87,7 @@ def score_batch(
         _restore_input_order(out)
     if with_shadows:
         for shadow in serving.shadows:
-            _score_shadow(out, shadow, reading.rows_for(shadow, decoded), scored_at)
+            _score_shadow(out, shadow, reading, decoded, scored_at)
     out.rejects.sort(key=lambda reject: reject.index)
     return out
 
@@ -119,7 +119,7 @@ def _score_arms_together(
     out.predictions = encode_predictions(
         decoded, scores, scored_at, labels, on_canary.astype(np.int8).tolist()
     )
-    out.accepted, out.event_ts = list(decoded.accepted), list(decoded.event_ts)
+    out.accepted, out.event_ts = decoded.accepted, decoded.event_ts
     on = int(on_canary.sum())
     out.counts[labels[0]] += len(decoded.accepted) - on
     out.counts[labels[1]] += on
@@ -132,8 +132,7 @@ def _canary_rows(
 ) -> np.ndarray:
     """True for each accepted row whose key's bucket is below the canary's share."""
     row_keys = [keys[index] for index in decoded.accepted]
-    canary_buckets = round(serving.canary_percent * 100)
-    return arm_buckets(row_keys, decoded.event_ids) < canary_buckets
+    return arm_buckets(row_keys, decoded.event_ids) < serving.canary_buckets
 
 
 @dataclass(frozen=True)
@@ -169,11 +168,16 @@ def _restore_input_order(out: ScoredBatch) -> None:
 
 
 def _score_shadow(
-    out: ScoredBatch, shadow: LoadedModel, part: DecodedBatch, scored_at: float
+    out: ScoredBatch,
+    shadow: LoadedModel,
+    reading: _Reading,
+    decoded: DecodedBatch,
+    scored_at: float,
 ) -> None:
     """Every event the primary could read, scored by `shadow`; what it cannot score is counted,
-    never dead-lettered. Its cost (predict, encode) is timed."""
+    never dead-lettered. Its whole cost (reading its rows, predict, encode) is timed."""
     started = time.perf_counter()
+    part = reading.rows_for(shadow, decoded)
     scores = score_isolating_failures(shadow, part)
     out.shadow_accepted += part.accepted
     out.shadow_predictions += encode_predictions(

@@ -103,8 +103,10 @@ def scoring_us(bench: Bench, rows: int = 1000, calls: int = 500) -> dict[str, fl
     primary, canary, shadow = loaded("logistic"), loaded(CANARY), loaded(SHADOW)
     servings = {
         ALONE: Serving(primary),
-        WITH_CANARY: Serving(primary, canary, CANARY_PERCENT),
-        WITH_SHADOW: Serving(primary, canary, CANARY_PERCENT, (shadow,)),
+        WITH_CANARY: Serving(primary, canary, route=Route(Canary(CANARY, CANARY_PERCENT))),
+        WITH_SHADOW: Serving(
+            primary, canary, (shadow,), Route(Canary(CANARY, CANARY_PERCENT), (SHADOW,))
+        ),
     }
     values = [event_bytes(f"b-{i}", row) for i, row in enumerate(feature_rows(rows, seed=3))]
     keys = [f"b-{i}".encode() for i in range(rows)]

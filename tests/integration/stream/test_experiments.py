@@ -185,6 +185,17 @@ def test_a_route_that_cannot_load_keeps_the_primary_and_a_hand_edit_is_honoured(
     status = orjson.loads(run_scorer(settings, "status", "--json").stdout)
     assert status["route"] == broken and not status["converged"]
 
+    redis_client.set(settings.route_key, b'{"canary": ')  # a hand edit cut short
+    wait_for_heartbeat(
+        redis_client, settings, lambda h: "not valid JSON" in (h["route_error"] or "")
+    )
+    status = orjson.loads(run_scorer(settings, "status", "--json").stdout)
+    assert status["route"] is None and "not valid JSON" in status["route_error"]
+    assert (
+        "route           unreadable: route is not valid JSON"
+        in run_scorer(settings, "status").stdout
+    )
+
     redis_client.set(settings.route_key, orjson.dumps({"shadow": ["v3"]}))  # fixed by hand
     wait_for_heartbeat(redis_client, settings, lambda h: h.get("route") == {"shadow": ["v3"]})
     more = [f"m-{i}" for i in range(100)]

@@ -46,7 +46,7 @@ def serving(
     route = Route(
         Canary(canary.version, percent) if canary else None, tuple(s.version for s in shadows)
     )
-    return Serving(PRIMARY, canary, percent, shadows, route)
+    return Serving(PRIMARY, canary, shadows, route)
 
 
 def test_each_key_goes_to_the_arm_its_bucket_names_and_order_is_kept() -> None:
