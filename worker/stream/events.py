@@ -80,10 +80,9 @@ class DecodedBatch:
 
     def keep_rows(self, rows: list[int]) -> None:
         """Keep only these accepted rows (their rejects were recorded by the caller)."""
-        self.matrix = self.matrix[rows]
-        self.accepted = [self.accepted[i] for i in rows]
-        self.event_ids = [self.event_ids[i] for i in rows]
-        self.event_ts = [self.event_ts[i] for i in rows]
+        kept = self.subset(rows)
+        self.matrix, self.accepted = kept.matrix, kept.accepted
+        self.event_ids, self.event_ts = kept.event_ids, kept.event_ts
 
 
 def decode_batch(
