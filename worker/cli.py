@@ -22,6 +22,7 @@ from worker.commands.model import (
     cmd_model_publish,
     cmd_model_rollback,
 )
+from worker.commands.quality import cmd_quality
 from worker.commands.route import (
     cmd_model_abort,
     cmd_model_canary,
@@ -101,6 +102,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     status.add_argument("--json", action="store_true", help="one JSON object, for tools")
     status.set_defaults(command=cmd_status, interactive=True)
+    monitor = commands.add_parser(
+        "monitor",
+        parents=[common],
+        help="join click labels to predictions, measure each version, enforce the guardrails",
+        description="Run a monitor process: it reads the output, shadow and labels topics in "
+        "its own consumer group (monitor_group_id), joins each label to the predictions of its "
+        "event_id within label_window_s, keeps each version's quality window in Redis, exports "
+        "the figures on /metrics, and aborts a failing canary or rolls back a failing new "
+        "version when the guard_* settings say so. Run one or several: they share the work.",
+        epilog="example: SCORER_GUARD_MIN_AUC=0.6 scorer monitor --set metrics_port=9465",
+    )
+    monitor.set_defaults(command=cmd_monitor)
+    quality = commands.add_parser(
+        "quality",
+        parents=[common],
+        help="each version's AUC, log loss, calibration... and the canary's verdict",
+        description="Every version's figures over its quality window (labelled predictions "
+        "the monitors joined), per arm, and, while a canary runs, its AUC against the "
+        "primary's over the same span with a verdict: better, worse or inconclusive.",
+        epilog="example: scorer quality --json | jq '.versions.v2.auc, .comparison.verdict'",
+    )
+    quality.add_argument("--json", action="store_true", help="one JSON object, for tools")
+    quality.set_defaults(command=cmd_quality, interactive=True)
     _add_model_commands(commands, common)
     _add_stack_commands(commands, common)
 
@@ -282,6 +306,16 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     bind_process_fields(worker_id=worker.worker_id)
     install_stop_handlers(worker.stop)
     worker.run()
+    return 0
+
+
+def cmd_monitor(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.lifecycle.monitor import Monitor
+
+    monitor = Monitor(settings)
+    bind_process_fields(monitor_id=monitor.monitor_id)
+    install_stop_handlers(monitor.stop)
+    monitor.run()
     return 0
 
 

@@ -43,6 +43,17 @@ _POSITIVE = (
     "batch_log_interval_s",
     "worker_heartbeat_s",
     "producer_batch_bytes",
+    "label_window_s",
+    "quality_window",
+    "quality_interval_s",
+    "guard_min_labels",
+)
+# guards: 0 is off
+_NOT_NEGATIVE = (
+    "guard_min_auc",
+    "guard_max_logloss",
+    "guard_max_auc_drop",
+    "guard_rollback_window_s",
 )
 
 _TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
@@ -69,7 +80,9 @@ class Settings:
     control_topic: str = "model-control"
     dlq_topic: str = "ad-click-features-dlq"
     shadow_topic: str = "ad-click-predictions-shadow"
+    labels_topic: str = "ad-click-labels"
     group_id: str = "scorer"
+    monitor_group_id: str = "scorer-monitor"
     active_key: str = "scorer:model:active"
     route_key: str = "scorer:model:route"
     registry_prefix: str = "scorer:model"
@@ -111,12 +124,29 @@ class Settings:
     batch_log_interval_s: float = 10.0
     log_format: LogFormat = "auto"
     log_level: str = "info"
+    label_window_s: float = 600.0
+    quality_window: int = 10000
+    quality_interval_s: float = 5.0
+    decision_threshold: float = 0.5
+    guard_min_labels: int = 500
+    guard_min_auc: float = 0.0
+    guard_max_logloss: float = 0.0
+    guard_max_auc_drop: float = 0.0
+    guard_rollback_window_s: float = 0.0
 
     def __post_init__(self) -> None:
         for name in _POSITIVE:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"setting {name} must be positive, got {getattr(self, name)}")
-        for name in ("input_topic", "output_topic", "control_topic", "dlq_topic", "shadow_topic"):
+        self._check_lifecycle()
+        for name in (
+            "input_topic",
+            "output_topic",
+            "control_topic",
+            "dlq_topic",
+            "shadow_topic",
+            "labels_topic",
+        ):
             if not _TOPIC_NAME.fullmatch(getattr(self, name)):
                 raise ConfigError(
                     f"setting {name} is not a legal Kafka topic name: "
@@ -146,6 +176,17 @@ class Settings:
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError(
                 f"setting log_level must be debug|info|warning|error, got {self.log_level!r}"
+            )
+
+    def _check_lifecycle(self) -> None:
+        for name in _NOT_NEGATIVE:
+            if getattr(self, name) < 0:
+                raise ConfigError(
+                    f"setting {name} must be 0 (off) or more, got {getattr(self, name)}"
+                )
+        if not 0 < self.decision_threshold < 1:
+            raise ConfigError(
+                f"setting decision_threshold must be within (0, 1), got {self.decision_threshold}"
             )
 
     def _check_group(self) -> None:

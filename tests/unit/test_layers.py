@@ -22,10 +22,12 @@ MAY_IMPORT: dict[str, set[str]] = {
     "ops": {"infra"} | FOUNDATION,
     "models": {"ops", "infra"} | FOUNDATION,
     "stream": {"models", "ops", "infra"} | FOUNDATION,
-    "commands": {"models", "ops", "infra"} | FOUNDATION,
-    "service": {"stream", "models", "ops", "infra"} | FOUNDATION,
-    "tools": {"service", "commands", "stream", "models", "ops", "infra"} | FOUNDATION,
-    "root": {"tools", "service", "commands", "stream", "models", "ops", "infra"} | FOUNDATION,
+    "lifecycle": {"stream", "models", "ops", "infra"} | FOUNDATION,
+    "commands": {"lifecycle", "models", "ops", "infra"} | FOUNDATION,
+    "service": {"lifecycle", "stream", "models", "ops", "infra"} | FOUNDATION,
+    "tools": {"service", "commands", "lifecycle", "stream", "models", "ops", "infra"} | FOUNDATION,
+    "root": {"tools", "service", "commands", "lifecycle", "stream", "models", "ops", "infra"}
+    | FOUNDATION,
 }
 TOP_LEVEL_ROOMS = {
     "worker": "foundation",

@@ -1,2 +1,2 @@
 """Operator commands over the registry and the fleet: `scorer model ...`, `scorer status`.
-May import: models, ops, infra, settings, errors."""
+May import: lifecycle, models, ops, infra, settings, errors."""

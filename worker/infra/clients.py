@@ -132,6 +132,7 @@ def ensure_topics(settings: Settings) -> None:
             settings.output_topic: settings.topic_partitions,
             settings.dlq_topic: settings.topic_partitions,
             settings.shadow_topic: settings.topic_partitions,
+            settings.labels_topic: settings.topic_partitions,
             settings.control_topic: 1,
         }
         missing = [

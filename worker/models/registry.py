@@ -176,15 +176,25 @@ class Registry:
         self._redis.transaction(switch, self.active_key, self.route_key)
         return entry
 
-    def rollback(self, by: str = "", reason: str = "") -> RegistryEntry:
+    def rollback(
+        self,
+        by: str = "",
+        reason: str = "",
+        *,
+        expect_active: str | None = None,
+        details: dict[str, object] | None = None,
+    ) -> RegistryEntry:
         """Activate the most recent earlier version than the active one, dropping newer history.
 
         The history head is normally the active version; if the key was set by hand, the head
         is the last version activated through the registry, and rollback returns to it.
+        With `expect_active` (a guardrail's decision), only while that version is active.
         """
 
         def swap(pipe: redis.client.Pipeline) -> str:
             active = pipe.get(self.active_key)
+            if expect_active is not None and _text_or_none(active) != expect_active:
+                raise RegistryError(f"{expect_active} is no longer the active version")
             history = pipe.lrange(self._history_key, 0, -1)
             skip = 0
             while skip < len(history) and history[skip] == active:
@@ -197,7 +207,7 @@ class Registry:
             pipe.set(self.active_key, target)
             pipe.ltrim(self._history_key, skip, -1)
             self._store_route(pipe, route)
-            self._record(pipe, "rollback", by, reason, version=target)
+            self._record(pipe, "rollback", by, reason, version=target, **(details or {}))
             return target
 
         return self.entry(self._watching(swap, self._history_key))
@@ -267,16 +277,28 @@ class Registry:
 
         return self.entry(self._watching(change))
 
-    def abort(self, *, by: str = "", reason: str = "") -> Route:
-        """Canary and shadows off; the route that was in place is returned."""
+    def abort(
+        self,
+        *,
+        by: str = "",
+        reason: str = "",
+        expect_canary: str | None = None,
+        details: dict[str, object] | None = None,
+    ) -> Route:
+        """Canary and shadows off; the route that was in place is returned. With
+        `expect_canary` (a guardrail's decision), only while that version is the canary."""
 
         def change(pipe: redis.client.Pipeline) -> Route:
             route = self._route_in(pipe)
             if route.empty:
                 raise RegistryError("nothing to abort: no canary or shadow version is set")
+            if expect_canary is not None and (
+                route.canary is None or route.canary.version != expect_canary
+            ):
+                raise RegistryError(f"{expect_canary} is no longer the canary")
             pipe.multi()
             self._store_route(pipe, Route())
-            self._record(pipe, "abort", by, reason, aborted=route.as_json())
+            self._record(pipe, "abort", by, reason, aborted=route.as_json(), **(details or {}))
             return route
 
         return self._watching(change)

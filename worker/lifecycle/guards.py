@@ -1,0 +1,185 @@
+"""Guardrails: take a bad version out without waiting for a person.
+
+A canary that breaches a guard is aborted; a primary activated less than
+`guard_rollback_window_s` ago that breaches one is rolled back to the version before it (with
+none before it, an alert: a log line and a metric, nothing more). Guards judge classifiers only
+(AUC and log loss need probabilities and 0/1 labels), and only once a version has
+`guard_min_labels` labelled predictions in its role.
+
+Each decision is taken once however many monitors run: a monitor first claims it in Redis
+(`SET NX` on a key naming the action, the version and when its role began), and the registry
+change itself only goes through while the version still holds that role (a WATCH
+transaction), so a person's change in between wins. Every action is recorded in the registry's
+change history with its figures, announced on the control topic, logged and counted; a version
+rolled back this way joins `<prefix>:guard:blocked`, which no automatic path re-activates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import orjson
+import redis
+import structlog
+
+from worker.errors import RegistryError
+from worker.lifecycle.quality import ClassifierQuality
+from worker.lifecycle.report import Judged, Report
+from worker.models.control import activation_message, route_message
+from worker.models.registry import Registry
+from worker.models.route import Route
+from worker.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+Action = Literal["abort", "rollback", "alert"]
+ACTIONS: tuple[Action, ...] = ("abort", "rollback", "alert")
+AUTHOR = "scorer-monitor"
+_CLAIM_TTL_S = 7 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Action
+    version: str
+    since: float  # when the judged role began: a new canary of the same version is a new case
+    reason: str
+    figures: dict[str, object]
+
+
+def breaches(judged: Judged, settings: Settings) -> list[str]:
+    """The guards this version breaches, as readable reasons (none below guard_min_labels)."""
+    quality = judged.quality
+    if not isinstance(quality, ClassifierQuality) or quality.labelled < settings.guard_min_labels:
+        return []
+    found = []
+    if settings.guard_min_auc and quality.auc is not None and quality.auc < settings.guard_min_auc:
+        found.append(f"AUC {quality.auc:.4f} < guard_min_auc {settings.guard_min_auc:g}")
+    if (
+        settings.guard_max_logloss
+        and quality.logloss is not None
+        and quality.logloss > settings.guard_max_logloss
+    ):
+        found.append(
+            f"log loss {quality.logloss:.4f} > guard_max_logloss {settings.guard_max_logloss:g}"
+        )
+    comparison = judged.comparison
+    if (
+        settings.guard_max_auc_drop
+        and comparison is not None
+        and comparison.high is not None
+        and comparison.difference is not None
+        and comparison.high < 0
+        and -comparison.difference > settings.guard_max_auc_drop
+    ):
+        found.append(
+            f"AUC {-comparison.difference:.4f} below the primary's (95 % interval "
+            f"{comparison.low:.4f}..{comparison.high:.4f}) > guard_max_auc_drop "
+            f"{settings.guard_max_auc_drop:g}"
+        )
+    return found
+
+
+def decide(report: Report, settings: Settings, now: float, has_previous: bool) -> list[Decision]:
+    """What the guards call for on this report."""
+    decisions = []
+    if report.canary is not None and (reasons := breaches(report.canary, settings)):
+        decisions.append(_decision("abort", report.canary, reasons))
+    primary = report.primary
+    fresh = (
+        primary is not None
+        and settings.guard_rollback_window_s > 0
+        and primary.since > 0
+        and now - primary.since < settings.guard_rollback_window_s
+    )
+    if primary is not None and fresh and (reasons := breaches(primary, settings)):
+        decisions.append(_decision("rollback" if has_previous else "alert", primary, reasons))
+    return decisions
+
+
+def _decision(action: Action, judged: Judged, reasons: list[str]) -> Decision:
+    figures: dict[str, object] = {"role": judged.role, **judged.quality.as_json()}
+    if judged.comparison is not None:
+        figures["comparison"] = judged.comparison.as_json()
+    return Decision(action, judged.version, judged.since, "guard: " + "; ".join(reasons), figures)
+
+
+class GuardKeeper:
+    """Carries out decisions, each once across every monitor."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        registry: Registry,
+        settings: Settings,
+        announce: Callable[[bytes], None],
+        taken: Callable[[Action], None],
+    ) -> None:
+        self._redis = client
+        self._registry = registry
+        self._prefix = f"{settings.registry_prefix}:guard"
+        self._announce = announce
+        self._taken = taken
+
+    @property
+    def blocked_key(self) -> str:
+        return f"{self._prefix}:blocked"
+
+    def has_previous(self) -> bool:
+        """Whether a rollback has a version to return to."""
+        active = self._registry.active_version()
+        return any(version != active for version in self._registry.history())
+
+    def carry_out(self, decision: Decision) -> bool:
+        """True if this monitor took the action (False: another did, or the state moved on)."""
+        if not self._claim(decision):
+            return False
+        try:
+            message = self._change_registry(decision)
+        except RegistryError as exc:
+            log.info(
+                "guard.not_needed", action=decision.action, version=decision.version, why=str(exc)
+            )
+            return False
+        except Exception:
+            self._redis.delete(self._claim_key(decision))  # not taken: the next check retries
+            raise
+        if message is not None:
+            try:
+                self._announce(message)
+            except Exception as exc:  # the change is in Redis: workers see it within active_poll_s
+                log.warning("guard.announce_failed", version=decision.version, error=str(exc))
+        self._taken(decision.action)
+        log.warning(
+            "guard.action_taken" if decision.action != "alert" else "guard.alert",
+            action=decision.action,
+            version=decision.version,
+            reason=decision.reason,
+            figures=decision.figures,
+        )
+        return True
+
+    def _change_registry(self, decision: Decision) -> bytes | None:
+        """The change the decision calls for; its control message (None: nothing to announce)."""
+        details: dict[str, object] = {"figures": decision.figures}
+        if decision.action == "abort":
+            self._registry.abort(
+                by=AUTHOR, reason=decision.reason, expect_canary=decision.version, details=details
+            )
+            return route_message("abort", Route())
+        if decision.action == "rollback":
+            entry = self._registry.rollback(
+                AUTHOR, decision.reason, expect_active=decision.version, details=details
+            )
+            self._redis.sadd(self.blocked_key, decision.version)
+            return activation_message(entry)
+        return None
+
+    def _claim(self, decision: Decision) -> bool:
+        record = orjson.dumps({"reason": decision.reason, "figures": decision.figures})
+        return bool(self._redis.set(self._claim_key(decision), record, nx=True, ex=_CLAIM_TTL_S))
+
+    def _claim_key(self, decision: Decision) -> str:
+        return f"{self._prefix}:decided:{decision.action}:{decision.version}:{decision.since!r}"

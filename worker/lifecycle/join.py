@@ -1,0 +1,226 @@
+"""Labels joined to predictions in Redis, shared by every monitor, and the quality windows.
+
+Why Redis and not the monitor's memory: a prediction and its label sit on different topics and
+partitions, so with several monitors they are often read by two different processes; and a
+monitor killed mid-stream must lose no join. Each record is applied by one Lua script (atomic,
+so whichever half of a pair arrives second sees the first), and applying a record twice
+changes nothing: the monitor commits its offsets only after Redis has taken the batch, and a
+repeated batch is harmless.
+
+Layout under P (`<registry_prefix>:quality`):
+  P:join:<event_id>   hash: `label`, and `p<US><version><US><arm>` -> score per prediction
+  P:due               sorted set: event_id -> when its join window closes (first half seen +
+                      label_window_s); the sweep drops what is still unjoined then, counting it
+  P:pairs:<version><US><arm>
+                      sorted set: `<event_id><US><score><US><label>` -> joined at; trimmed to
+                      the newest quality_window members
+  P:windows           set of `<version><US><arm>` that have pairs
+  P:stats             hash of counters: predictions, labels, joined, conflicting_labels,
+                      unlabelled, unmatched_labels
+(<US> is the unit separator, \\x1f, which no version name or arm holds.) Every key one Lua
+script touches is derived from P, so this needs one Redis, not a cluster.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import cast
+
+import numpy as np
+import redis
+
+from worker.lifecycle.records import Label, Prediction
+
+SEP = "\x1f"
+_SWEEP_LIMIT = 5000
+
+# Shared by both scripts: record one labelled prediction in its version's window.
+_RECORD = """
+local function record(prefix, window, version, arm, event_id, score, label, now)
+  local name = version .. '\\31' .. arm
+  local added = redis.call('ZADD', prefix .. ':pairs:' .. name, 'NX', now,
+                           event_id .. '\\31' .. score .. '\\31' .. label)
+  if added == 1 then
+    redis.call('SADD', prefix .. ':windows', name)
+    redis.call('ZREMRANGEBYRANK', prefix .. ':pairs:' .. name, 0, -(window + 1))
+    redis.call('HINCRBY', prefix .. ':stats', 'joined', 1)
+  end
+  return added
+end
+local function open(prefix, key, event_id, now, window_s)
+  if redis.call('EXISTS', key) == 0 then
+    redis.call('ZADD', prefix .. ':due', 'NX', now + window_s, event_id)
+    redis.call('PEXPIRE', key, math.floor((2 * window_s + 60) * 1000))
+  end
+end
+"""
+
+# ARGV: prefix, quality_window, label_window_s, now, event_id, version, arm, score
+_ADD_PREDICTION = (
+    _RECORD
+    + """
+local prefix, window, window_s, now = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+local event_id, version, arm, score = ARGV[5], ARGV[6], ARGV[7], ARGV[8]
+local key = prefix .. ':join:' .. event_id
+open(prefix, key, event_id, tonumber(now), window_s)
+redis.call('HSET', key, 'p\\31' .. version .. '\\31' .. arm, score)
+redis.call('HINCRBY', prefix .. ':stats', 'predictions', 1)
+local label = redis.call('HGET', key, 'label')
+if label then
+  return record(prefix, window, version, arm, event_id, score, label, now)
+end
+return 0
+"""
+)
+
+# ARGV: prefix, quality_window, label_window_s, now, event_id, label
+# The first label of an event wins; a later, different one is counted as conflicting.
+_ADD_LABEL = (
+    _RECORD
+    + """
+local prefix, window, window_s, now = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+local event_id, label = ARGV[5], ARGV[6]
+local key = prefix .. ':join:' .. event_id
+open(prefix, key, event_id, tonumber(now), window_s)
+local first = redis.call('HGET', key, 'label')
+if first and first ~= label then
+  redis.call('HINCRBY', prefix .. ':stats', 'conflicting_labels', 1)
+  return 0
+end
+redis.call('HSET', key, 'label', label)
+redis.call('HINCRBY', prefix .. ':stats', 'labels', 1)
+local fields = redis.call('HGETALL', key)
+local joined = 0
+for i = 1, #fields, 2 do
+  local name = fields[i]
+  if string.sub(name, 1, 2) == 'p\\31' then
+    local cut = string.find(name, '\\31', 3, true)
+    joined = joined + record(prefix, window, string.sub(name, 3, cut - 1),
+                             string.sub(name, cut + 1), event_id, fields[i + 1], label, now)
+  end
+end
+return joined
+"""
+)
+
+# ARGV: prefix, now, limit. Returns {unlabelled, unmatched_labels, closed}.
+_SWEEP = """
+local prefix, now, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local due = redis.call('ZRANGEBYSCORE', prefix .. ':due', '-inf', now, 'LIMIT', 0, limit)
+local unlabelled, unmatched = 0, 0
+for _, event_id in ipairs(due) do
+  local key = prefix .. ':join:' .. event_id
+  local has_label = redis.call('HEXISTS', key, 'label') == 1
+  local parts = redis.call('HLEN', key)
+  if has_label and parts == 1 then unmatched = unmatched + 1 end
+  if parts > 0 and not has_label then unlabelled = unlabelled + 1 end
+  redis.call('DEL', key)
+end
+if #due > 0 then
+  redis.call('ZREM', prefix .. ':due', unpack(due))
+  redis.call('HINCRBY', prefix .. ':stats', 'unlabelled', unlabelled)
+  redis.call('HINCRBY', prefix .. ':stats', 'unmatched_labels', unmatched)
+end
+return {unlabelled, unmatched, #due}
+"""
+
+
+@dataclass(frozen=True)
+class Swept:
+    unlabelled: int  # events with predictions whose label never came within the window
+    unmatched_labels: int  # labels whose event was never predicted within the window
+    closed: int  # join windows closed, joined or not
+
+
+@dataclass(frozen=True)
+class Window:
+    """One version's labelled predictions on one arm, oldest first."""
+
+    version: str
+    arm: str
+    event_ids: list[str]
+    scores: np.ndarray
+    labels: np.ndarray
+    joined_at: np.ndarray
+
+
+class JoinStore:
+    def __init__(
+        self, client: redis.Redis, registry_prefix: str, label_window_s: float, quality_window: int
+    ) -> None:
+        self._redis = client
+        self.prefix = f"{registry_prefix}:quality"
+        self._label_window_s = label_window_s
+        self.quality_window = quality_window
+        self._add_prediction = client.register_script(_ADD_PREDICTION)
+        self._add_label = client.register_script(_ADD_LABEL)
+        self._sweep = client.register_script(_SWEEP)
+
+    def add(self, predictions: Sequence[Prediction], labels: Sequence[Label], now: float) -> int:
+        """Apply a batch in one round trip; the number of labelled predictions it added."""
+        common = (self.prefix, self.quality_window, self._label_window_s, repr(now))
+        pipe = self._redis.pipeline(transaction=False)
+        for p in predictions:
+            self._add_prediction(
+                args=[*common, p.event_id, p.version, p.arm, repr(p.score)], client=pipe
+            )
+        for label in labels:
+            self._add_label(args=[*common, label.event_id, _number(label.label)], client=pipe)
+        return sum(int(n) for n in pipe.execute())
+
+    def sweep(self, now: float) -> Swept:
+        """Close the join windows that are due; each is closed and counted by one caller only."""
+        unlabelled = unmatched = closed = 0
+        while True:
+            u, m, n = (int(x) for x in self._sweep(args=[self.prefix, repr(now), _SWEEP_LIMIT]))
+            unlabelled, unmatched, closed = unlabelled + u, unmatched + m, closed + n
+            if n < _SWEEP_LIMIT:
+                return Swept(unlabelled, unmatched, closed)
+
+    def pending(self) -> int:
+        """Events whose join window is open."""
+        return int(self._redis.zcard(f"{self.prefix}:due"))
+
+    def stats(self) -> dict[str, int]:
+        raw = self._redis.hgetall(f"{self.prefix}:stats")
+        return {_text(k): int(v) for k, v in raw.items()}
+
+    def windows(self) -> list[tuple[str, str]]:
+        """(version, arm) of every window with pairs, sorted."""
+        names = self._redis.smembers(f"{self.prefix}:windows")
+        split = (_text(name).partition(SEP) for name in names)
+        return sorted((version, arm) for version, _, arm in split)
+
+    def window(self, version: str, arm: str, since: float = 0.0) -> Window:
+        """The pairs of a version's arm joined at or after `since`."""
+        key = f"{self.prefix}:pairs:{version}{SEP}{arm}"
+        members = cast(
+            "list[tuple[bytes, float]]",
+            self._redis.zrangebyscore(key, since, "+inf", withscores=True),
+        )
+        event_ids: list[str] = []
+        scores, labels, joined_at = [], [], []
+        for member, at in members:
+            event_id, score, label = _text(member).rsplit(SEP, 2)
+            event_ids.append(event_id)
+            scores.append(float(score))
+            labels.append(float(label))
+            joined_at.append(at)
+        return Window(
+            version,
+            arm,
+            event_ids,
+            np.array(scores, dtype=np.float64),
+            np.array(labels, dtype=np.float64),
+            np.array(joined_at, dtype=np.float64),
+        )
+
+
+def _number(value: float) -> str:
+    """A label as the same text whoever writes it: 1.0 -> "1", so replays and ints agree."""
+    return str(int(value)) if value.is_integer() else repr(value)
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

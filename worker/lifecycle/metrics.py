@@ -1,0 +1,119 @@
+"""Prometheus metrics of one monitor, in its own registry.
+
+The quality gauges are read from the latest report at scrape time, so a version that leaves
+every window leaves /metrics too (no stale series). Every labelled counter exists from the
+start at 0 for its known label values.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from worker.lifecycle.guards import ACTIONS
+from worker.lifecycle.records import LabelReason
+from worker.lifecycle.report import Report
+
+# figure in the report -> (gauge name, help)
+QUALITY_GAUGES = {
+    "labelled": ("scorer_quality_labelled", "Labelled predictions in the quality window"),
+    "auc": ("scorer_quality_auc", "ROC AUC over the quality window"),
+    "auc_low": ("scorer_quality_auc_low", "Lower end of the AUC's 95 % interval (DeLong)"),
+    "auc_high": ("scorer_quality_auc_high", "Upper end of the AUC's 95 % interval (DeLong)"),
+    "logloss": ("scorer_quality_logloss", "Log loss over the quality window"),
+    "brier": ("scorer_quality_brier", "Brier score over the quality window"),
+    "calibration": (
+        "scorer_quality_calibration",
+        "Mean score over the observed positive rate (1: calibrated)",
+    ),
+    "accuracy": ("scorer_quality_accuracy", "Accuracy at decision_threshold"),
+    "precision": ("scorer_quality_precision", "Precision at decision_threshold"),
+    "recall": ("scorer_quality_recall", "Recall at decision_threshold"),
+    "mae": ("scorer_quality_mae", "Mean absolute error (regressors)"),
+    "rmse": ("scorer_quality_rmse", "Root mean squared error (regressors)"),
+}
+DROP_REASONS = ("unlabelled", "unmatched_label")
+
+
+class MonitorMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.records = Counter(
+            "scorer_monitor_records_total",
+            "Predictions and labels read and applied to the join",
+            ["kind"],
+            registry=r,
+        )
+        self.malformed = Counter(
+            "scorer_monitor_malformed_total",
+            "Records of the labels, output or shadow topic that could not be joined",
+            ["reason"],
+            registry=r,
+        )
+        self.joined = Counter(
+            "scorer_monitor_joined_total", "Labelled predictions added to the windows", registry=r
+        )
+        self.dropped = Counter(
+            "scorer_monitor_dropped_total",
+            "Join windows closed unjoined: a prediction never labelled, or a label never "
+            "predicted, within label_window_s",
+            ["reason"],
+            registry=r,
+        )
+        self.redis_errors = Counter(
+            "scorer_monitor_redis_errors_total",
+            "Failed Redis round trips (the batch is read again, nothing is committed past it)",
+            registry=r,
+        )
+        self.guard_actions = Counter(
+            "scorer_guard_actions_total",
+            "Guardrail actions taken by this monitor: abort, rollback, alert",
+            ["action"],
+            registry=r,
+        )
+        self.pending = Gauge(
+            "scorer_monitor_pending_joins", "Events whose join window is open", registry=r
+        )
+        self.ready = Gauge("scorer_ready", "1 when the monitor is ready", registry=r)
+        for reason in LabelReason.codes():
+            self.malformed.labels(reason)
+        for drop in DROP_REASONS:
+            self.dropped.labels(drop)
+        for action in ACTIONS:
+            self.guard_actions.labels(action)
+        for kind in ("prediction", "label"):
+            self.records.labels(kind)
+        self.quality = QualityCollector()
+        r.register(self.quality)
+
+
+class QualityCollector(Collector):
+    """The latest report's figures as gauges labelled by version and arm."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._report: Report | None = None
+
+    def update(self, report: Report) -> None:
+        with self._lock:
+            self._report = report
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        with self._lock:
+            report = self._report
+        families = {
+            figure: GaugeMetricFamily(name, text, labels=["model_version", "arm"])
+            for figure, (name, text) in QUALITY_GAUGES.items()
+        }
+        for version, entry in (report.versions if report else {}).items():
+            for arm, figures in entry["arms"].items():
+                for figure, family in families.items():
+                    value = figures.get(figure)
+                    if value is not None:
+                        family.add_metric([version, arm], float(value))
+        yield from families.values()

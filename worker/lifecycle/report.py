@@ -1,0 +1,189 @@
+"""Every version's quality from the shared windows: what `scorer quality` prints, the monitor's
+gauges show and the guardrails judge. Any monitor (or the CLI) computes the same report from
+Redis, so several monitors give one view per version.
+
+When a version's role started comes from the registry's change records (`canary`, and
+`activate`/`promote`/`rollback` for the primary); the canary-versus-primary comparison uses the
+pairs of both arms joined since the canary started, so both cover the same span of time.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from worker.errors import RegistryError
+from worker.lifecycle.join import JoinStore, Window
+from worker.lifecycle.quality import (
+    ClassifierQuality,
+    Comparison,
+    RegressorQuality,
+    classifier_quality,
+    compare_auc,
+    regressor_quality,
+)
+from worker.models.registry import CHANGES_LIMIT, Registry
+from worker.models.route import Route, parse_route
+from worker.models.scoring import ModelKind
+
+Quality = ClassifierQuality | RegressorQuality
+PRIMARY_ACTIONS = ("activate", "promote", "rollback")
+
+
+@dataclass(frozen=True)
+class Judged:
+    """A version in a role the guardrails watch, with its figures since the role began."""
+
+    version: str
+    role: str  # canary | primary
+    since: float  # when the role began (0: unknown, e.g. a hand-set key)
+    quality: Quality
+    comparison: Comparison | None = None  # canary only: against the primary...
+    baseline: Quality | None = None  # ...whose figures over the same span these are
+
+
+@dataclass(frozen=True)
+class Report:
+    generated_at: float
+    active_version: str | None
+    route: Route
+    versions: dict[str, dict[str, Any]]  # version -> kind, role, pooled figures, per arm
+    canary: Judged | None
+    primary: Judged | None
+    joins: dict[str, int]
+    settings: dict[str, float | int]
+
+    def as_json(self) -> dict[str, Any]:
+        canary = self.canary
+        return {
+            "generated_at": self.generated_at,
+            "active_version": self.active_version,
+            "route": self.route.as_json(),
+            "versions": self.versions,
+            "comparison": None
+            if canary is None or canary.comparison is None or canary.baseline is None
+            else {
+                "canary": canary.version,
+                "primary": self.active_version,
+                "since": canary.since,
+                "canary_labelled": canary.quality.labelled,
+                "primary_labelled": canary.baseline.labelled,
+                **canary.comparison.as_json(),
+            },
+            "joins": self.joins,
+            "settings": self.settings,
+        }
+
+
+def build_report(
+    store: JoinStore, registry: Registry, threshold: float, now: float | None = None
+) -> Report:
+    active, raw_route = registry.read_keys()
+    try:
+        route = parse_route(raw_route)
+    except RegistryError:
+        route = Route()
+    judge = _Judge(store, threshold, registry.changes(CHANGES_LIMIT))
+    versions: dict[str, dict[str, Any]] = {}
+    by_version: dict[str, list[Window]] = {}
+    for version, arm in store.windows():
+        by_version.setdefault(version, []).append(store.window(version, arm))
+    for version, windows in by_version.items():
+        judge.kinds[version] = _kind(registry, version)
+        versions[version] = _version_entry(version, windows, judge.kinds[version], threshold)
+        versions[version]["role"] = _role(version, active, route)
+    return Report(
+        generated_at=time.time() if now is None else now,
+        active_version=active,
+        route=route,
+        versions=versions,
+        canary=judge.canary(route, active),
+        primary=judge.primary(active),
+        joins={"pending": store.pending(), **store.stats()},
+        settings={"quality_window": store.quality_window, "decision_threshold": threshold},
+    )
+
+
+def quality_of(window: Window, kind: ModelKind, threshold: float) -> Quality:
+    if kind == "regressor":
+        return regressor_quality(window.scores, window.labels)
+    return classifier_quality(window.scores, window.labels, threshold)
+
+
+def role_started(changes: list[dict[str, Any]], actions: tuple[str, ...], version: str) -> float:
+    """When `version` last took the role these actions give it (0 if no record says)."""
+    for change in changes:  # newest first
+        if change.get("action") in actions and change.get("version") == version:
+            return float(change["at"])
+    return 0.0
+
+
+def _version_entry(
+    version: str, windows: list[Window], kind: ModelKind, threshold: float
+) -> dict[str, Any]:
+    pooled = Window(
+        version,
+        "all",
+        [e for w in windows for e in w.event_ids],
+        np.concatenate([w.scores for w in windows]),
+        np.concatenate([w.labels for w in windows]),
+        np.concatenate([w.joined_at for w in windows]),
+    )
+    return {
+        "kind": kind,
+        **quality_of(pooled, kind, threshold).as_json(),
+        "arms": {w.arm: quality_of(w, kind, threshold).as_json() for w in windows},
+    }
+
+
+@dataclass
+class _Judge:
+    """A version's figures in its role, since the role began."""
+
+    store: JoinStore
+    threshold: float
+    changes: list[dict[str, Any]]
+    kinds: dict[str, ModelKind] = field(default_factory=dict)
+
+    def judged(self, version: str, arm: str, since: float) -> Judged:
+        kind = self.kinds.get(version, "classifier")
+        window = self.store.window(version, arm, since)
+        return Judged(version, arm, since, quality_of(window, kind, self.threshold))
+
+    def primary(self, active: str | None) -> Judged | None:
+        if active is None:
+            return None
+        return self.judged(active, "primary", role_started(self.changes, PRIMARY_ACTIONS, active))
+
+    def canary(self, route: Route, active: str | None) -> Judged | None:
+        """The canary, compared with the primary over the same span when both classify."""
+        if route.canary is None:
+            return None
+        version = route.canary.version
+        judged = self.judged(version, "canary", role_started(self.changes, ("canary",), version))
+        if active is None or not isinstance(judged.quality, ClassifierQuality):
+            return judged
+        baseline = self.judged(active, "primary", judged.since).quality
+        if not isinstance(baseline, ClassifierQuality):
+            return judged
+        comparison = compare_auc(judged.quality, baseline)
+        return Judged(version, "canary", judged.since, judged.quality, comparison, baseline)
+
+
+def _role(version: str, active: str | None, route: Route) -> str:
+    if version == active:
+        return "primary"
+    if route.canary is not None and route.canary.version == version:
+        return "canary"
+    return "shadow" if version in route.shadow else "inactive"
+
+
+def _kind(registry: Registry, version: str) -> ModelKind:
+    """A version's kind from the registry; one no longer there is judged as a classifier."""
+    try:
+        return registry.entry(version).kind
+    except RegistryError:
+        return "classifier"
