@@ -1,6 +1,6 @@
 """Guardrails: take a bad version out without waiting for a person.
 
-A canary that breaches a guard is aborted; a primary activated less than
+A canary that breaches a guard is aborted; a primary activated (or promoted) less than
 `guard_rollback_window_s` ago that breaches one is rolled back to the version before it (with
 none before it, an alert: a log line and a metric, nothing more). Guards judge classifiers only
 (AUC and log loss need probabilities and 0/1 labels), and only once a version has
@@ -38,6 +38,10 @@ Action = Literal["abort", "rollback", "alert"]
 ACTIONS: tuple[Action, ...] = ("abort", "rollback", "alert")
 AUTHOR = "scorer-monitor"
 _CLAIM_TTL_S = 7 * 24 * 3600
+# A primary is judged for rollback only when someone chose it (an operator's activate, a
+# promote); one that a rollback brought back is not rolled back in turn, so a broken label
+# stream cannot walk the fleet down its whole history.
+CHOSEN = ("activate", "promote")
 
 
 @dataclass(frozen=True)
@@ -91,7 +95,7 @@ def decide(report: Report, settings: Settings, now: float, has_previous: bool) -
     fresh = (
         primary is not None
         and settings.guard_rollback_window_s > 0
-        and primary.since > 0
+        and primary.started_by in CHOSEN
         and now - primary.since < settings.guard_rollback_window_s
     )
     if primary is not None and fresh and (reasons := breaches(primary, settings)):

@@ -8,7 +8,8 @@ changes nothing: the monitor commits its offsets only after Redis has taken the 
 repeated batch is harmless.
 
 Layout under P (`<registry_prefix>:quality`):
-  P:join:<event_id>   hash: `label`, and `p<US><version><US><arm>` -> score per prediction
+  P:join:<event_id>   hash: `label`, `p<US><version><US><arm>` -> score per prediction (the
+                      first score stands), `c<US><label>` per conflicting label seen
   P:due               sorted set: event_id -> when its join window closes (first half seen +
                       label_window_s); the sweep drops what is still unjoined then, counting it
   P:pairs:<version><US><arm>
@@ -48,9 +49,18 @@ local function record(prefix, window, version, arm, event_id, score, label, now)
   end
   return added
 end
+-- Before the first write to an event's hash: start its join window. True if it is new.
 local function open(prefix, key, event_id, now, window_s)
   if redis.call('EXISTS', key) == 0 then
     redis.call('ZADD', prefix .. ':due', 'NX', now + window_s, event_id)
+    return true
+  end
+  return false
+end
+-- After that first write (an expiry set on a key not yet there is lost): a hash the sweep
+-- never reaches still goes.
+local function expire(key, fresh, window_s)
+  if fresh then
     redis.call('PEXPIRE', key, math.floor((2 * window_s + 60) * 1000))
   end
 end
@@ -63,8 +73,13 @@ _ADD_PREDICTION = (
 local prefix, window, window_s, now = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 local event_id, version, arm, score = ARGV[5], ARGV[6], ARGV[7], ARGV[8]
 local key = prefix .. ':join:' .. event_id
-open(prefix, key, event_id, tonumber(now), window_s)
-redis.call('HSET', key, 'p\\31' .. version .. '\\31' .. arm, score)
+local fresh = open(prefix, key, event_id, tonumber(now), window_s)
+-- A repeat (a replayed batch, or a redelivered event rescored) changes nothing: the first
+-- score stands, and was joined then if its label was there.
+if redis.call('HSETNX', key, 'p\\31' .. version .. '\\31' .. arm, score) == 0 then
+  return 0
+end
+expire(key, fresh, window_s)
 redis.call('HINCRBY', prefix .. ':stats', 'predictions', 1)
 local label = redis.call('HGET', key, 'label')
 if label then
@@ -75,20 +90,24 @@ return 0
 )
 
 # ARGV: prefix, quality_window, label_window_s, now, event_id, label
-# The first label of an event wins; a later, different one is counted as conflicting.
+# The first label of an event wins; a later, different one is counted as conflicting (once per
+# value, so a replay counts nothing again); a repeat of the first changes nothing.
 _ADD_LABEL = (
     _RECORD
     + """
 local prefix, window, window_s, now = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 local event_id, label = ARGV[5], ARGV[6]
 local key = prefix .. ':join:' .. event_id
-open(prefix, key, event_id, tonumber(now), window_s)
+local fresh = open(prefix, key, event_id, tonumber(now), window_s)
 local first = redis.call('HGET', key, 'label')
-if first and first ~= label then
-  redis.call('HINCRBY', prefix .. ':stats', 'conflicting_labels', 1)
+if first then
+  if first ~= label and redis.call('HSETNX', key, 'c\\31' .. label, 1) == 1 then
+    redis.call('HINCRBY', prefix .. ':stats', 'conflicting_labels', 1)
+  end
   return 0
 end
 redis.call('HSET', key, 'label', label)
+expire(key, fresh, window_s)
 redis.call('HINCRBY', prefix .. ':stats', 'labels', 1)
 local fields = redis.call('HGETALL', key)
 local joined = 0
@@ -111,10 +130,16 @@ local due = redis.call('ZRANGEBYSCORE', prefix .. ':due', '-inf', now, 'LIMIT', 
 local unlabelled, unmatched = 0, 0
 for _, event_id in ipairs(due) do
   local key = prefix .. ':join:' .. event_id
-  local has_label = redis.call('HEXISTS', key, 'label') == 1
-  local parts = redis.call('HLEN', key)
-  if has_label and parts == 1 then unmatched = unmatched + 1 end
-  if parts > 0 and not has_label then unlabelled = unlabelled + 1 end
+  local has_label, predicted = false, false
+  for _, name in ipairs(redis.call('HKEYS', key)) do
+    if name == 'label' then
+      has_label = true
+    elseif string.sub(name, 1, 2) == 'p\\31' then
+      predicted = true
+    end
+  end
+  if has_label and not predicted then unmatched = unmatched + 1 end
+  if predicted and not has_label then unlabelled = unlabelled + 1 end
   redis.call('DEL', key)
 end
 if #due > 0 then

@@ -57,6 +57,7 @@ class Monitor:
         self.last_poll_at = time.monotonic()
         self.assigned = 0
         self.redis_error: str | None = None
+        self.evaluations = 0  # completed evaluations: a test's condition, a debugger's clue
         self._stopping = threading.Event()
         self._evaluator: threading.Thread | None = None
         self._producer: KafkaProducer | None = None
@@ -205,6 +206,7 @@ class Monitor:
         decisions = decide(report, self.settings, now, keeper.has_previous())
         for decision in decisions:
             keeper.carry_out(decision)
+        self.evaluations += 1
 
     def _announce(self, message: bytes) -> None:
         if self._producer is None:

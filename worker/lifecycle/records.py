@@ -107,6 +107,7 @@ def decode_prediction(value: bytes | None, max_bytes: int) -> Prediction:
     if (
         not isinstance(version, str)
         or not version
+        or any(c.isspace() for c in version)  # as the registry refuses: \x1f is the join's SEP
         or arm not in ARMS
         or isinstance(score, bool)
         or not isinstance(score, int | float)

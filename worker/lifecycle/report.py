@@ -9,6 +9,7 @@ pairs of both arms joined since the canary started, so both cover the same span 
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +44,7 @@ class Judged:
     quality: Quality
     comparison: Comparison | None = None  # canary only: against the primary...
     baseline: Quality | None = None  # ...whose figures over the same span these are
+    started_by: str = ""  # the change that gave the role: canary, activate, promote, rollback
 
 
 @dataclass(frozen=True)
@@ -113,12 +115,15 @@ def quality_of(window: Window, kind: ModelKind, threshold: float) -> Quality:
     return classifier_quality(window.scores, window.labels, threshold)
 
 
-def role_started(changes: list[dict[str, Any]], actions: tuple[str, ...], version: str) -> float:
-    """When `version` last took the role these actions give it (0 if no record says)."""
+def role_started(
+    changes: list[dict[str, Any]], actions: tuple[str, ...], version: str
+) -> tuple[float, str]:
+    """When `version` last took the role these actions give it, and by which action
+    ((0, "") if no record says)."""
     for change in changes:  # newest first
         if change.get("action") in actions and change.get("version") == version:
-            return float(change["at"])
-    return 0.0
+            return float(change["at"]), str(change["action"])
+    return 0.0, ""
 
 
 def _version_entry(
@@ -148,29 +153,30 @@ class _Judge:
     changes: list[dict[str, Any]]
     kinds: dict[str, ModelKind] = field(default_factory=dict)
 
-    def judged(self, version: str, arm: str, since: float) -> Judged:
+    def judged(self, version: str, arm: str, since: float, started_by: str = "") -> Judged:
         kind = self.kinds.get(version, "classifier")
         window = self.store.window(version, arm, since)
-        return Judged(version, arm, since, quality_of(window, kind, self.threshold))
+        quality = quality_of(window, kind, self.threshold)
+        return Judged(version, arm, since, quality, started_by=started_by)
 
     def primary(self, active: str | None) -> Judged | None:
         if active is None:
             return None
-        return self.judged(active, "primary", role_started(self.changes, PRIMARY_ACTIONS, active))
+        return self.judged(active, "primary", *role_started(self.changes, PRIMARY_ACTIONS, active))
 
     def canary(self, route: Route, active: str | None) -> Judged | None:
         """The canary, compared with the primary over the same span when both classify."""
         if route.canary is None:
             return None
         version = route.canary.version
-        judged = self.judged(version, "canary", role_started(self.changes, ("canary",), version))
+        judged = self.judged(version, "canary", *role_started(self.changes, ("canary",), version))
         if active is None or not isinstance(judged.quality, ClassifierQuality):
             return judged
         baseline = self.judged(active, "primary", judged.since).quality
         if not isinstance(baseline, ClassifierQuality):
             return judged
         comparison = compare_auc(judged.quality, baseline)
-        return Judged(version, "canary", judged.since, judged.quality, comparison, baseline)
+        return dataclasses.replace(judged, comparison=comparison, baseline=baseline)
 
 
 def _role(version: str, active: str | None, route: Route) -> str:

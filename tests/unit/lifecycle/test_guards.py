@@ -1,0 +1,191 @@
+"""Guardrail decisions from hand-built reports: which guard a version breaches, and what then."""
+
+from __future__ import annotations
+
+import pytest
+
+from worker.lifecycle.guards import breaches, decide
+from worker.lifecycle.quality import ClassifierQuality, Comparison, RegressorQuality
+from worker.lifecycle.report import Judged, Quality, Report
+from worker.models.route import Canary, Route
+from worker.settings import Settings
+
+NOW = 1_700_000_000.0
+OFF = Settings().replace(
+    guard_min_labels=100,
+    guard_min_auc=0.0,
+    guard_max_logloss=0.0,
+    guard_max_auc_drop=0.0,
+    guard_rollback_window_s=0.0,
+)
+GUARDED = OFF.replace(
+    guard_min_auc=0.7, guard_max_logloss=0.6, guard_max_auc_drop=0.05, guard_rollback_window_s=3600
+)
+
+
+def _quality(labelled: int = 500, auc: float | None = 0.9, logloss: float | None = 0.3) -> Quality:
+    return ClassifierQuality(
+        labelled=labelled,
+        positives=labelled // 2,
+        invalid_labels=0,
+        auc=auc,
+        auc_low=None if auc is None else auc - 0.02,
+        auc_high=None if auc is None else auc + 0.02,
+        auc_variance=None if auc is None else 1e-4,
+        logloss=logloss,
+        brier=0.1,
+        mean_score=0.5,
+        positive_rate=0.5,
+        calibration=1.0,
+        accuracy=0.8,
+        precision=0.8,
+        recall=0.8,
+    )
+
+
+def _drop(difference: float, low: float, high: float) -> Comparison:
+    return Comparison(difference, low, high, "worse" if high < 0 else "inconclusive")
+
+
+def _canary(quality: Quality | None = None, comparison: Comparison | None = None) -> Judged:
+    return Judged("v2", "canary", NOW - 60, quality or _quality(), comparison, _quality())
+
+
+def _primary(
+    quality: Quality | None = None, since: float = NOW - 60, started_by: str = "activate"
+) -> Judged:
+    started_by = started_by if since else ""
+    return Judged("v1", "primary", since, quality or _quality(), started_by=started_by)
+
+
+def _report(canary: Judged | None = None, primary: Judged | None = None) -> Report:
+    route = Route(Canary(canary.version, 10.0)) if canary is not None else Route()
+    active = primary.version if primary is not None else None
+    return Report(NOW, active, route, {}, canary, primary, {}, {})
+
+
+BAD = _quality(auc=0.55, logloss=0.9)
+
+
+def test_a_healthy_version_breaches_nothing() -> None:
+    assert breaches(_canary(comparison=_drop(-0.01, -0.03, 0.01)), GUARDED) == []
+
+
+def test_nothing_breaches_below_guard_min_labels() -> None:
+    assert breaches(_canary(_quality(labelled=99, auc=0.1, logloss=5.0)), GUARDED) == []
+    assert len(breaches(_canary(_quality(labelled=100, auc=0.1, logloss=5.0)), GUARDED)) == 2
+
+
+def test_every_guard_is_off_at_zero() -> None:
+    assert breaches(_canary(BAD, _drop(-0.4, -0.5, -0.3)), OFF) == []
+
+
+def test_an_auc_below_guard_min_auc_breaches_with_a_readable_reason() -> None:
+    reasons = breaches(_canary(_quality(auc=0.65)), OFF.replace(guard_min_auc=0.7))
+    assert reasons == ["AUC 0.6500 < guard_min_auc 0.7"]
+
+
+def test_an_auc_at_guard_min_auc_or_unknown_does_not_breach() -> None:
+    settings = OFF.replace(guard_min_auc=0.7)
+    assert breaches(_canary(_quality(auc=0.7)), settings) == []
+    assert breaches(_canary(_quality(auc=None)), settings) == []
+
+
+def test_a_logloss_above_guard_max_logloss_breaches_with_a_readable_reason() -> None:
+    settings = OFF.replace(guard_max_logloss=0.6)
+    assert breaches(_canary(_quality(logloss=0.75)), settings) == [
+        "log loss 0.7500 > guard_max_logloss 0.6"
+    ]
+    assert breaches(_canary(_quality(logloss=0.6)), settings) == []
+    assert breaches(_canary(_quality(logloss=None)), settings) == []
+
+
+def test_an_auc_drop_breaches_when_the_whole_interval_is_below_zero_and_the_drop_is_big() -> None:
+    settings = OFF.replace(guard_max_auc_drop=0.05)
+    reasons = breaches(_canary(comparison=_drop(-0.08, -0.12, -0.04)), settings)
+    assert len(reasons) == 1
+    assert reasons[0].startswith("AUC 0.0800 below the primary's (95 % interval -0.1200..-0.0400)")
+    assert reasons[0].endswith("> guard_max_auc_drop 0.05")
+
+
+@pytest.mark.parametrize(
+    "comparison",
+    [
+        pytest.param(_drop(-0.08, -0.2, 0.04), id="interval-includes-zero"),
+        pytest.param(_drop(-0.08, -0.2, 0.0), id="interval-ends-at-zero"),
+        pytest.param(_drop(-0.04, -0.06, -0.02), id="drop-within-the-setting"),
+        pytest.param(_drop(-0.05, -0.07, -0.03), id="drop-equal-to-the-setting"),
+        pytest.param(Comparison(None, None, None, "inconclusive"), id="no-figures"),
+        pytest.param(None, id="no-comparison"),
+    ],
+)
+def test_an_auc_drop_does_not_breach_unless_certain_and_too_big(
+    comparison: Comparison | None,
+) -> None:
+    assert breaches(_canary(comparison=comparison), OFF.replace(guard_max_auc_drop=0.05)) == []
+
+
+def test_a_regressor_never_breaches() -> None:
+    judged = Judged("v2", "canary", NOW, RegressorQuality(10_000, mae=99.0, rmse=99.0))
+    assert breaches(judged, GUARDED.replace(guard_min_labels=1)) == []
+
+
+def test_a_breaching_canary_is_aborted_with_its_reasons_and_figures() -> None:
+    canary = _canary(BAD, _drop(-0.3, -0.4, -0.2))
+    [decision] = decide(_report(canary, _primary()), GUARDED, NOW, has_previous=True)
+    assert (decision.action, decision.version, decision.since) == ("abort", "v2", NOW - 60)
+    assert decision.reason.startswith("guard: AUC 0.5500 < guard_min_auc 0.7; log loss 0.9000")
+    assert decision.reason.count("; ") == 2
+    assert decision.figures["role"] == "canary"
+    assert decision.figures["auc"] == 0.55
+    assert decision.figures["comparison"] == _drop(-0.3, -0.4, -0.2).as_json()
+
+
+def test_a_healthy_report_calls_for_nothing() -> None:
+    assert decide(_report(_canary(), _primary()), GUARDED, NOW, has_previous=True) == []
+
+
+def test_a_fresh_breaching_primary_is_rolled_back_when_there_is_a_previous_version() -> None:
+    report = _report(primary=_primary(BAD, since=NOW - 3599))
+    [decision] = decide(report, GUARDED, NOW, has_previous=True)
+    assert (decision.action, decision.version, decision.since) == ("rollback", "v1", NOW - 3599)
+    assert decision.figures["role"] == "primary"
+    assert "comparison" not in decision.figures
+
+
+def test_a_fresh_breaching_primary_with_no_previous_version_is_an_alert() -> None:
+    report = _report(primary=_primary(BAD))
+    assert [d.action for d in decide(report, GUARDED, NOW, has_previous=False)] == ["alert"]
+
+
+@pytest.mark.parametrize(
+    ("since", "settings"),
+    [
+        pytest.param(NOW - 3600, GUARDED, id="as-old-as-the-window"),
+        pytest.param(NOW - 86_400, GUARDED, id="older-than-the-window"),
+        pytest.param(0.0, GUARDED, id="unknown-start"),
+        pytest.param(NOW - 60, GUARDED.replace(guard_rollback_window_s=0), id="rollback-off"),
+    ],
+)
+def test_a_breaching_primary_that_is_not_fresh_calls_for_nothing(
+    since: float, settings: Settings
+) -> None:
+    assert decide(_report(primary=_primary(BAD, since)), settings, NOW, has_previous=True) == []
+
+
+@pytest.mark.parametrize("started_by", ["activate", "promote"])
+def test_a_primary_someone_chose_is_judged(started_by: str) -> None:
+    report = _report(primary=_primary(BAD, started_by=started_by))
+    assert [d.action for d in decide(report, GUARDED, NOW, has_previous=True)] == ["rollback"]
+
+
+def test_a_primary_a_rollback_brought_back_is_not_rolled_back_in_turn() -> None:
+    """A broken label stream must not walk the fleet down its whole history."""
+    report = _report(primary=_primary(BAD, started_by="rollback"))
+    assert decide(report, GUARDED, NOW, has_previous=True) == []
+
+
+def test_a_breaching_canary_and_fresh_primary_are_both_decided() -> None:
+    report = _report(_canary(BAD), _primary(BAD))
+    decisions = decide(report, GUARDED, NOW, has_previous=True)
+    assert [(d.action, d.version) for d in decisions] == [("abort", "v2"), ("rollback", "v1")]
