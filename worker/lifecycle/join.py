@@ -24,9 +24,9 @@ script touches is derived from P, so this needs one Redis, not a cluster.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import TypeVar, cast
 
 import numpy as np
 import redis
@@ -35,8 +35,10 @@ from worker.lifecycle.records import Label, Prediction
 
 SEP = "\x1f"
 _SWEEP_LIMIT = 5000
+_CHUNK = 250  # records per script call
+T = TypeVar("T")
 
-# Shared by both scripts: record one labelled prediction in its version's window.
+# Shared by both scripts: record one labelled prediction in its version's window (1 if new).
 _RECORD = """
 local function record(prefix, window, version, arm, event_id, score, label, now)
   local name = version .. '\\31' .. arm
@@ -45,7 +47,6 @@ local function record(prefix, window, version, arm, event_id, score, label, now)
   if added == 1 then
     redis.call('SADD', prefix .. ':windows', name)
     redis.call('ZREMRANGEBYRANK', prefix .. ':pairs:' .. name, 0, -(window + 1))
-    redis.call('HINCRBY', prefix .. ':stats', 'joined', 1)
   end
   return added
 end
@@ -64,61 +65,72 @@ local function expire(key, fresh, window_s)
     redis.call('PEXPIRE', key, math.floor((2 * window_s + 60) * 1000))
   end
 end
+local function count(prefix, name, n)
+  if n > 0 then redis.call('HINCRBY', prefix .. ':stats', name, n) end
+end
+local prefix, window, window_s, now = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 """
 
-# ARGV: prefix, quality_window, label_window_s, now, event_id, version, arm, score
-_ADD_PREDICTION = (
+# ARGV: prefix, quality_window, label_window_s, now, then (event_id, version, arm, score) per
+# prediction. A repeat (a replayed batch, or a redelivered event rescored) changes nothing: the
+# first score stands, and was joined then if its label was there.
+_ADD_PREDICTIONS = (
     _RECORD
     + """
-local prefix, window, window_s, now = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
-local event_id, version, arm, score = ARGV[5], ARGV[6], ARGV[7], ARGV[8]
-local key = prefix .. ':join:' .. event_id
-local fresh = open(prefix, key, event_id, tonumber(now), window_s)
--- A repeat (a replayed batch, or a redelivered event rescored) changes nothing: the first
--- score stands, and was joined then if its label was there.
-if redis.call('HSETNX', key, 'p\\31' .. version .. '\\31' .. arm, score) == 0 then
-  return 0
+local new, joined = 0, 0
+for i = 5, #ARGV, 4 do
+  local event_id, version, arm, score = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local key = prefix .. ':join:' .. event_id
+  local fresh = open(prefix, key, event_id, tonumber(now), window_s)
+  if redis.call('HSETNX', key, 'p\\31' .. version .. '\\31' .. arm, score) == 1 then
+    expire(key, fresh, window_s)
+    new = new + 1
+    local label = redis.call('HGET', key, 'label')
+    if label then
+      joined = joined + record(prefix, window, version, arm, event_id, score, label, now)
+    end
+  end
 end
-expire(key, fresh, window_s)
-redis.call('HINCRBY', prefix .. ':stats', 'predictions', 1)
-local label = redis.call('HGET', key, 'label')
-if label then
-  return record(prefix, window, version, arm, event_id, score, label, now)
-end
-return 0
+count(prefix, 'predictions', new)
+count(prefix, 'joined', joined)
+return joined
 """
 )
 
-# ARGV: prefix, quality_window, label_window_s, now, event_id, label
+# ARGV: prefix, quality_window, label_window_s, now, then (event_id, label) per label.
 # The first label of an event wins; a later, different one is counted as conflicting (once per
 # value, so a replay counts nothing again); a repeat of the first changes nothing.
-_ADD_LABEL = (
+_ADD_LABELS = (
     _RECORD
     + """
-local prefix, window, window_s, now = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
-local event_id, label = ARGV[5], ARGV[6]
-local key = prefix .. ':join:' .. event_id
-local fresh = open(prefix, key, event_id, tonumber(now), window_s)
-local first = redis.call('HGET', key, 'label')
-if first then
-  if first ~= label and redis.call('HSETNX', key, 'c\\31' .. label, 1) == 1 then
-    redis.call('HINCRBY', prefix .. ':stats', 'conflicting_labels', 1)
+local new, joined, conflicting = 0, 0, 0
+for i = 5, #ARGV, 2 do
+  local event_id, label = ARGV[i], ARGV[i + 1]
+  local key = prefix .. ':join:' .. event_id
+  local fresh = open(prefix, key, event_id, tonumber(now), window_s)
+  local first = redis.call('HGET', key, 'label')
+  if first then
+    if first ~= label and redis.call('HSETNX', key, 'c\\31' .. label, 1) == 1 then
+      conflicting = conflicting + 1
+    end
+  else
+    redis.call('HSET', key, 'label', label)
+    expire(key, fresh, window_s)
+    new = new + 1
+    local fields = redis.call('HGETALL', key)
+    for f = 1, #fields, 2 do
+      local name = fields[f]
+      if string.sub(name, 1, 2) == 'p\\31' then
+        local cut = string.find(name, '\\31', 3, true)
+        joined = joined + record(prefix, window, string.sub(name, 3, cut - 1),
+                                 string.sub(name, cut + 1), event_id, fields[f + 1], label, now)
+      end
+    end
   end
-  return 0
 end
-redis.call('HSET', key, 'label', label)
-expire(key, fresh, window_s)
-redis.call('HINCRBY', prefix .. ':stats', 'labels', 1)
-local fields = redis.call('HGETALL', key)
-local joined = 0
-for i = 1, #fields, 2 do
-  local name = fields[i]
-  if string.sub(name, 1, 2) == 'p\\31' then
-    local cut = string.find(name, '\\31', 3, true)
-    joined = joined + record(prefix, window, string.sub(name, 3, cut - 1),
-                             string.sub(name, cut + 1), event_id, fields[i + 1], label, now)
-  end
-end
+count(prefix, 'labels', new)
+count(prefix, 'conflicting_labels', conflicting)
+count(prefix, 'joined', joined)
 return joined
 """
 )
@@ -178,20 +190,27 @@ class JoinStore:
         self.prefix = f"{registry_prefix}:quality"
         self._label_window_s = label_window_s
         self.quality_window = quality_window
-        self._add_prediction = client.register_script(_ADD_PREDICTION)
-        self._add_label = client.register_script(_ADD_LABEL)
+        self._add_predictions = client.register_script(_ADD_PREDICTIONS)
+        self._add_labels = client.register_script(_ADD_LABELS)
         self._sweep = client.register_script(_SWEEP)
 
     def add(self, predictions: Sequence[Prediction], labels: Sequence[Label], now: float) -> int:
-        """Apply a batch in one round trip; the number of labelled predictions it added."""
-        common = (self.prefix, self.quality_window, self._label_window_s, repr(now))
+        """Apply a batch in one round trip; the number of labelled predictions it added.
+        Records go in chunks, a script call each: one call per record cost three times as
+        much, and a chunk keeps each call short for the rest of Redis's clients."""
+        common: list[str | float] = [
+            self.prefix,
+            self.quality_window,
+            self._label_window_s,
+            repr(now),
+        ]
         pipe = self._redis.pipeline(transaction=False)
-        for p in predictions:
-            self._add_prediction(
-                args=[*common, p.event_id, p.version, p.arm, repr(p.score)], client=pipe
-            )
-        for label in labels:
-            self._add_label(args=[*common, label.event_id, _number(label.label)], client=pipe)
+        for some in _chunks(predictions):
+            values = [v for p in some for v in (p.event_id, p.version, p.arm, repr(p.score))]
+            self._add_predictions(args=[*common, *values], client=pipe)
+        for chunk in _chunks(labels):
+            values = [v for label in chunk for v in (label.event_id, _number(label.label))]
+            self._add_labels(args=[*common, *values], client=pipe)
         return sum(int(n) for n in pipe.execute())
 
     def sweep(self, now: float) -> Swept:
@@ -240,6 +259,11 @@ class JoinStore:
             np.array(labels, dtype=np.float64),
             np.array(joined_at, dtype=np.float64),
         )
+
+
+def _chunks(records: Sequence[T]) -> Iterator[Sequence[T]]:
+    for start in range(0, len(records), _CHUNK):
+        yield records[start : start + _CHUNK]
 
 
 def _number(value: float) -> str:
