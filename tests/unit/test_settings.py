@@ -54,6 +54,12 @@ def test_defaults_apply_without_any_file(tmp_path: Path, monkeypatch: pytest.Mon
         ({"SCORER_GROUP_INSTANCE_ID": "pod/0"}, "group_instance_id is not a legal static"),
         ({"SCORER_PARTITION_ASSIGNMENT": "range"}, "must be one of eager|cooperative-sticky"),
         ({"SCORER_GROUP_PROTOCOL": "consumer"}, "group_protocol=consumer needs kafka_client="),
+        ({"SCORER_LABELS_TOPIC": "clicks?"}, "labels_topic is not a legal Kafka topic name"),
+        ({"SCORER_LABEL_WINDOW_S": "0"}, "label_window_s must be positive"),
+        ({"SCORER_QUALITY_WINDOW": "1.5"}, "quality_window must be an integer"),
+        ({"SCORER_DECISION_THRESHOLD": "1"}, r"decision_threshold must be within \(0, 1\)"),
+        ({"SCORER_GUARD_MIN_AUC": "-0.1"}, r"guard_min_auc must be 0 \(off\) or more"),
+        ({"SCORER_GUARD_ROLLBACK_WINDOW_S": "-1"}, "guard_rollback_window_s must be 0"),
         (
             {
                 "SCORER_GROUP_PROTOCOL": "consumer",
