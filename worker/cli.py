@@ -22,7 +22,6 @@ from worker.commands.model import (
     cmd_model_publish,
     cmd_model_rollback,
 )
-from worker.commands.quality import cmd_quality
 from worker.commands.route import (
     cmd_model_abort,
     cmd_model_canary,
@@ -212,6 +211,12 @@ def _add_model_commands(
         help="comma-separated feature order, if the estimator has no feature_names_in_",
     )
     publish.add_argument("--note", default="")
+    publish.add_argument(
+        "--reference",
+        type=Path,
+        help="CSV (header row) or Parquet file of training rows: stored as the reference "
+        "profile that drift (PSI) is measured against",
+    )
     publish.add_argument("--activate", action="store_true")
     publish.set_defaults(command=cmd_model_publish)
     activate = model.add_parser("activate", parents=[change], help="make a version active")
@@ -307,6 +312,12 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     install_stop_handlers(worker.stop)
     worker.run()
     return 0
+
+
+def cmd_quality(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.commands.quality import show_quality  # scikit-learn's metrics: load when asked
+
+    return show_quality(args, settings)
 
 
 def cmd_monitor(args: argparse.Namespace, settings: Settings) -> int:

@@ -14,6 +14,7 @@ from worker.infra.clients import build_consumer, connect_redis, ensure_topics
 from worker.models.holder import LoadedModel, ModelHolder, Serving
 from worker.models.registry import Registry
 from worker.models.reloader import ModelReloader
+from worker.models.usage import UsageFlusher, UsageStore, UsageTally
 from worker.ops.health import HealthServer, HealthSources, Readiness
 from worker.ops.heartbeat import Heartbeat, workers_key_prefix
 from worker.ops.metrics import WorkerMetrics
@@ -33,8 +34,8 @@ class Worker:
     for a model → consume.
 
     Stop (from `stop`, any thread): the loop finishes and commits its batch, leaves the group
-    and closes the producer; then the reloader stops, then HTTP, and last the heartbeat record
-    is deleted.
+    and closes the producer; then the reloader stops, the usage flusher flushes a last time,
+    HTTP stops, and last the heartbeat record is deleted.
     """
 
     def __init__(self, settings: Settings) -> None:
@@ -55,6 +56,8 @@ class Worker:
         self.reloader: ModelReloader | None = None
         self.heartbeat: Heartbeat | None = None
         self.health: HealthServer | None = None
+        self.usage = UsageTally()
+        self.usage_flusher: UsageFlusher | None = None
         self._stopping = threading.Event()
         self._waiting_beat = time.monotonic()
 
@@ -90,6 +93,12 @@ class Worker:
                 self.metrics,
             )
             self.heartbeat.start()
+            self.usage_flusher = UsageFlusher(
+                self.usage,
+                UsageStore(redis_client, settings.registry_prefix, settings.drift_window_s),
+                settings.worker_heartbeat_s,
+            )
+            self.usage_flusher.start()
             log.info(
                 "worker.started",
                 worker_id=self.worker_id,
@@ -111,12 +120,13 @@ class Worker:
             serving=self._serving,
             stopping=self._stopping,
             metrics=self.metrics,
+            usage=self.usage,
         )
         self.loop.run()
 
     def _shut_down(self) -> None:
         started = self.heartbeat is not None
-        for part in (self.reloader, self.health, self.heartbeat):
+        for part in (self.reloader, self.usage_flusher, self.health, self.heartbeat):
             if part is not None:
                 part.stop()
         if started:  # a start-up failure is reported by the CLI in one line, nothing more

@@ -47,6 +47,7 @@ _POSITIVE = (
     "quality_window",
     "quality_interval_s",
     "guard_min_labels",
+    "drift_window_s",
 )
 # guards: 0 is off
 _NOT_NEGATIVE = (
@@ -54,6 +55,8 @@ _NOT_NEGATIVE = (
     "guard_max_logloss",
     "guard_max_auc_drop",
     "guard_rollback_window_s",
+    "guard_max_psi",
+    "guard_max_error_rate",
 )
 
 _TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
@@ -128,11 +131,14 @@ class Settings:
     quality_window: int = 10000
     quality_interval_s: float = 5.0
     decision_threshold: float = 0.5
+    drift_window_s: float = 900.0
     guard_min_labels: int = 500
     guard_min_auc: float = 0.0
     guard_max_logloss: float = 0.0
     guard_max_auc_drop: float = 0.0
     guard_rollback_window_s: float = 0.0
+    guard_max_psi: float = 0.0
+    guard_max_error_rate: float = 0.0
 
     def __post_init__(self) -> None:
         for name in _POSITIVE:

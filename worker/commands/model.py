@@ -13,16 +13,21 @@ import getpass
 import socket
 import sys
 from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
 from kafka.errors import KafkaError
 
 from worker.errors import ConfigError, RegistryError, ScorerError
 from worker.infra.clients import build_producer, connect_redis
-from worker.models.artifacts import inspect_estimator, load_estimator
 from worker.models.control import activation_message, announce
 from worker.models.registry import Registry, RegistryEntry
 from worker.settings import Settings
+
+if TYPE_CHECKING:
+    from worker.models.artifacts import EstimatorInfo
+    from worker.models.profile import ReferenceProfile
 
 
 def registry_of(settings: Settings) -> Registry:
@@ -35,22 +40,48 @@ def author(args: argparse.Namespace) -> str:
 
 
 def cmd_model_publish(args: argparse.Namespace, settings: Settings) -> int:
+    # scikit-learn and the artifact checks load here only: the other commands start in a
+    # fraction of the time (an operator's promote on a busy host, for one)
+    from worker.models.artifacts import inspect_estimator, load_estimator
+
     try:
         data = args.file.read_bytes()
     except OSError as exc:
         raise ConfigError(f"cannot read {args.file}: {exc.strerror}") from None
     features = [f.strip() for f in args.features.split(",")] if args.features else None
-    info = inspect_estimator(load_estimator(data), features)
-    entry = registry_of(settings).publish(data, args.version, info, args.note, settings.signing_key)
+    estimator = load_estimator(data)
+    info = inspect_estimator(estimator, features)
+    profile = reference_of(args.reference, estimator, info) if args.reference else None
+    entry = registry_of(settings).publish(
+        data,
+        args.version,
+        info,
+        args.note,
+        settings.signing_key,
+        reference=profile.to_json() if profile else None,
+    )
     print(
         f"published {entry.version} sha256={entry.sha256} {entry.estimator_class} "
         f"features={len(entry.features)}"
     )
+    if profile is not None:
+        print(f"reference profile from {profile.rows} rows of {args.reference}")
     if args.activate:
         return switch_active(
             settings, lambda r: r.activate(args.version, author(args), args.reason)
         )
     return 0
+
+
+def reference_of(path: Path, estimator: object, info: EstimatorInfo) -> ReferenceProfile:
+    """The drift reference: the file's rows in the model's feature order, and the model's
+    own scores on them."""
+    from worker.models.profile import build_profile, read_reference
+    from worker.models.scoring import score_function
+
+    rows = read_reference(path, info.features)
+    scores = score_function(estimator, info.kind)(rows)
+    return build_profile(rows, info.features, scores)
 
 
 def cmd_model_activate(args: argparse.Namespace, settings: Settings) -> int:

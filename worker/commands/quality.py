@@ -12,6 +12,7 @@ from worker.infra.clients import connect_redis
 from worker.lifecycle.join import JoinStore
 from worker.lifecycle.report import build_report
 from worker.models.registry import Registry
+from worker.models.usage import UsageStore
 from worker.settings import Settings
 
 _CLASSIFIER_COLUMNS = (
@@ -31,7 +32,7 @@ _REGRESSOR_COLUMNS = (
 )
 
 
-def cmd_quality(args: argparse.Namespace, settings: Settings) -> int:
+def show_quality(args: argparse.Namespace, settings: Settings) -> int:
     report = quality_report(settings)
     if args.json:
         print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
@@ -45,8 +46,9 @@ def quality_report(settings: Settings) -> dict[str, Any]:
     store = JoinStore(
         client, settings.registry_prefix, settings.label_window_s, settings.quality_window
     )
+    usage = UsageStore(client, settings.registry_prefix, settings.drift_window_s)
     registry = Registry.for_settings(client, settings)
-    return build_report(store, registry, settings.decision_threshold).as_json()
+    return build_report(store, usage, registry, settings).as_json()
 
 
 def render_quality(report: dict[str, Any]) -> str:
@@ -64,6 +66,7 @@ def render_quality(report: dict[str, Any]) -> str:
     for version, entry in report["versions"].items():
         lines += ["", f"{version}  ({entry['role']}, {entry['kind']})"]
         lines += _table(entry)
+        lines += [_errors_line(entry["errors"]), _drift_line(entry["drift"])]
     comparison = report["comparison"]
     if comparison is not None:
         lines += ["", _comparison_line(comparison)]
@@ -81,6 +84,25 @@ def _table(entry: dict[str, Any]) -> list[str]:
             interval = f"  AUC 95 % {figures['auc_low']:.4f}..{figures['auc_high']:.4f}"
         rows.append(f"  {arm:<9}{cells}{interval}")
     return rows
+
+
+def _errors_line(errors: dict[str, Any]) -> str:
+    if errors["error_rate"] is None:
+        return "  errors    no rows scored in the drift window"
+    return (
+        f"  errors    {errors['failed']} of its newest {errors['rows']} rows failed "
+        f"({errors['error_rate']:.2%})"
+    )
+
+
+def _drift_line(drift: dict[str, Any]) -> str:
+    if not drift["reference"]:
+        return f"  drift     {drift['note']}"
+    if not drift["rows"]:
+        return "  drift     no rows scored in the drift window"
+    top = ", ".join(f"{name} {value:.3f}" for name, value in list(drift["features"].items())[:3])
+    score = "-" if drift["score_psi"] is None else f"{drift['score_psi']:.3f}"
+    return f"  drift     PSI over {drift['rows']} rows: score {score}; top features {top}"
 
 
 def _cell(value: object, fmt: str) -> str:

@@ -2,9 +2,10 @@
 
 A canary that breaches a guard is aborted; a primary activated (or promoted) less than
 `guard_rollback_window_s` ago that breaches one is rolled back to the version before it (with
-none before it, an alert: a log line and a metric, nothing more). Guards judge classifiers only
-(AUC and log loss need probabilities and 0/1 labels), and only once a version has
-`guard_min_labels` labelled predictions in its role.
+none before it, an alert: a log line and a metric, nothing more). The error-rate and drift
+guards judge what the version met on live data once it was given `guard_min_labels` rows (no
+labels needed); the AUC and log-loss guards judge classifiers once they have
+`guard_min_labels` labelled predictions in their role.
 
 Each decision is taken once however many monitors run: a monitor first claims it in Redis
 (`SET NX` on a key naming the action, the version and when its role began), and the registry
@@ -25,6 +26,7 @@ import redis
 import structlog
 
 from worker.errors import RegistryError
+from worker.lifecycle.live import Live
 from worker.lifecycle.quality import ClassifierQuality
 from worker.lifecycle.report import Judged, Report
 from worker.models.control import activation_message, route_message
@@ -54,11 +56,12 @@ class Decision:
 
 
 def breaches(judged: Judged, settings: Settings) -> list[str]:
-    """The guards this version breaches, as readable reasons (none below guard_min_labels)."""
+    """The guards this version breaches, as readable reasons: on live data once it was given
+    guard_min_labels rows, on labels once it has that many labelled predictions."""
+    found = live_breaches(judged.live, settings) if judged.live else []
     quality = judged.quality
     if not isinstance(quality, ClassifierQuality) or quality.labelled < settings.guard_min_labels:
-        return []
-    found = []
+        return found
     if settings.guard_min_auc and quality.auc is not None and quality.auc < settings.guard_min_auc:
         found.append(f"AUC {quality.auc:.4f} < guard_min_auc {settings.guard_min_auc:g}")
     if (
@@ -86,6 +89,29 @@ def breaches(judged: Judged, settings: Settings) -> list[str]:
     return found
 
 
+def live_breaches(live: Live, settings: Settings) -> list[str]:
+    """Error rate (no labels needed) and drift against the reference profile."""
+    found = []
+    rate, limit = live.error_rate, settings.guard_max_error_rate
+    if (
+        limit
+        and rate is not None
+        and live.recent_rows >= settings.guard_min_labels
+        and rate > limit
+    ):
+        found.append(
+            f"error rate {rate:.4f} ({live.recent_failed} of its newest {live.recent_rows} rows) "
+            f"> guard_max_error_rate {limit:g}"
+        )
+    psi, limit = live.max_psi, settings.guard_max_psi
+    if limit and psi is not None and live.rows >= settings.guard_min_labels and psi > limit:
+        drifted = [n for n, v in (live.psi or {}).items() if v > limit]
+        if live.score_psi is not None and live.score_psi > limit:
+            drifted.append("score")
+        found.append(f"PSI {psi:.4f} > guard_max_psi {limit:g} ({', '.join(drifted)})")
+    return found
+
+
 def decide(report: Report, settings: Settings, now: float, has_previous: bool) -> list[Decision]:
     """What the guards call for on this report."""
     decisions = []
@@ -107,6 +133,8 @@ def _decision(action: Action, judged: Judged, reasons: list[str]) -> Decision:
     figures: dict[str, object] = {"role": judged.role, **judged.quality.as_json()}
     if judged.comparison is not None:
         figures["comparison"] = judged.comparison.as_json()
+    if judged.live is not None:
+        figures |= judged.live.as_json()
     return Decision(action, judged.version, judged.since, "guard: " + "; ".join(reasons), figures)
 
 

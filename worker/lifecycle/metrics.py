@@ -110,10 +110,28 @@ class QualityCollector(Collector):
             figure: GaugeMetricFamily(name, text, labels=["model_version", "arm"])
             for figure, (name, text) in QUALITY_GAUGES.items()
         }
+        psi = GaugeMetricFamily(
+            "scorer_drift_psi",
+            "PSI against the version's reference profile over drift_window_s (feature "
+            '"score": its scores); absent without a reference profile',
+            labels=["model_version", "feature"],
+        )
+        errors = GaugeMetricFamily(
+            "scorer_version_error_rate",
+            "Share of a version's newest guard_min_labels rows it failed to score",
+            labels=["model_version"],
+        )
         for version, entry in (report.versions if report else {}).items():
             for arm, figures in entry["arms"].items():
                 for figure, family in families.items():
                     value = figures.get(figure)
                     if value is not None:
                         family.add_metric([version, arm], float(value))
-        yield from families.values()
+            drift = entry["drift"]
+            for feature, value in drift.get("features", {}).items():
+                psi.add_metric([version, feature], value)
+            if drift.get("score_psi") is not None:
+                psi.add_metric([version, "score"], drift["score_psi"])
+            if entry["errors"]["error_rate"] is not None:
+                errors.add_metric([version], entry["errors"]["error_rate"])
+        yield from [*families.values(), psi, errors]

@@ -32,6 +32,7 @@ from worker.lifecycle.records import Joinable, SourceRecord, decode_records
 from worker.lifecycle.report import build_report
 from worker.models.control import announce
 from worker.models.registry import Registry
+from worker.models.usage import UsageStore
 from worker.ops.health import HealthServer, HealthSources, Readiness
 from worker.settings import Settings
 from worker.stream.kafka_python import KafkaPythonConsumer
@@ -80,6 +81,7 @@ class Monitor:
             store = JoinStore(
                 client, settings.registry_prefix, settings.label_window_s, settings.quality_window
             )
+            usage = UsageStore(client, settings.registry_prefix, settings.drift_window_s)
             registry = Registry.for_settings(client, settings)
             keeper = GuardKeeper(
                 client,
@@ -90,7 +92,7 @@ class Monitor:
             )
             self._evaluator = threading.Thread(
                 target=self._evaluate_every,
-                args=(store, registry, keeper),
+                args=(store, usage, registry, keeper),
                 name="quality-evaluator",
                 daemon=True,
             )
@@ -186,21 +188,25 @@ class Monitor:
 
     # --- beside the loop ---
 
-    def _evaluate_every(self, store: JoinStore, registry: Registry, keeper: GuardKeeper) -> None:
+    def _evaluate_every(
+        self, store: JoinStore, usage: UsageStore, registry: Registry, keeper: GuardKeeper
+    ) -> None:
         while not self._stopping.wait(self.settings.quality_interval_s):
             try:
-                self.evaluate(store, registry, keeper)
+                self.evaluate(store, usage, registry, keeper)
             except redis.RedisError as exc:
                 self._redis_failed("monitor.evaluate_failed", exc)
             except Exception:  # a bug must not end the guardrails silently: log, try again
                 log.exception("monitor.evaluate_failed")
 
-    def evaluate(self, store: JoinStore, registry: Registry, keeper: GuardKeeper) -> None:
+    def evaluate(
+        self, store: JoinStore, usage: UsageStore, registry: Registry, keeper: GuardKeeper
+    ) -> None:
         now = time.time()
         swept = store.sweep(now)
         self.metrics.dropped.labels("unlabelled").inc(swept.unlabelled)
         self.metrics.dropped.labels("unmatched_label").inc(swept.unmatched_labels)
-        report = build_report(store, registry, self.settings.decision_threshold, now)
+        report = build_report(store, usage, registry, self.settings, now)
         self.metrics.quality.update(report)
         self.metrics.pending.set(report.joins["pending"])
         decisions = decide(report, self.settings, now, keeper.has_previous())

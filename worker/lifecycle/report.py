@@ -18,6 +18,7 @@ import numpy as np
 
 from worker.errors import RegistryError
 from worker.lifecycle.join import JoinStore, Window
+from worker.lifecycle.live import Live, live_figures
 from worker.lifecycle.quality import (
     ClassifierQuality,
     Comparison,
@@ -29,6 +30,8 @@ from worker.lifecycle.quality import (
 from worker.models.registry import CHANGES_LIMIT, Registry
 from worker.models.route import Route, parse_route
 from worker.models.scoring import ModelKind
+from worker.models.usage import UsageStore
+from worker.settings import Settings
 
 Quality = ClassifierQuality | RegressorQuality
 PRIMARY_ACTIONS = ("activate", "promote", "rollback")
@@ -42,6 +45,7 @@ class Judged:
     role: str  # canary | primary
     since: float  # when the role began (0: unknown, e.g. a hand-set key)
     quality: Quality
+    live: Live | None = None  # error rate and drift on live data (no labels needed)
     comparison: Comparison | None = None  # canary only: against the primary...
     baseline: Quality | None = None  # ...whose figures over the same span these are
     started_by: str = ""  # the change that gave the role: canary, activate, promote, rollback
@@ -81,31 +85,50 @@ class Report:
 
 
 def build_report(
-    store: JoinStore, registry: Registry, threshold: float, now: float | None = None
+    store: JoinStore,
+    usage: UsageStore,
+    registry: Registry,
+    settings: Settings,
+    now: float | None = None,
 ) -> Report:
+    """Every version with labelled predictions, a role now or rows in the drift window, and
+    the two the guards judge."""
+    now = time.time() if now is None else now
     active, raw_route = registry.read_keys()
     try:
         route = parse_route(raw_route)
     except RegistryError:
         route = Route()
+    threshold = settings.decision_threshold
     judge = _Judge(store, threshold, registry.changes(CHANGES_LIMIT))
-    versions: dict[str, dict[str, Any]] = {}
-    by_version: dict[str, list[Window]] = {}
+    serving = (active, *route.versions, *usage.versions(now))
+    by_version: dict[str, list[Window]] = {v: [] for v in serving if v}
     for version, arm in store.windows():
         by_version.setdefault(version, []).append(store.window(version, arm))
-    for version, windows in by_version.items():
-        judge.kinds[version] = _kind(registry, version)
-        versions[version] = _version_entry(version, windows, judge.kinds[version], threshold)
-        versions[version]["role"] = _role(version, active, route)
+    versions: dict[str, dict[str, Any]] = {}
+    for version, windows in sorted(by_version.items()):
+        kind = judge.kinds[version] = _kind(registry, version)
+        live = judge.live[version] = live_figures(
+            usage, registry, version, settings.guard_min_labels, now
+        )
+        versions[version] = {
+            "role": _role(version, active, route),
+            **_version_entry(version, windows, kind, threshold),
+            **live.as_json(),
+        }
     return Report(
-        generated_at=time.time() if now is None else now,
+        generated_at=now,
         active_version=active,
         route=route,
         versions=versions,
         canary=judge.canary(route, active),
         primary=judge.primary(active),
         joins={"pending": store.pending(), **store.stats()},
-        settings={"quality_window": store.quality_window, "decision_threshold": threshold},
+        settings={
+            "quality_window": store.quality_window,
+            "decision_threshold": threshold,
+            "drift_window_s": usage.window_s,
+        },
     )
 
 
@@ -133,9 +156,9 @@ def _version_entry(
         version,
         "all",
         [e for w in windows for e in w.event_ids],
-        np.concatenate([w.scores for w in windows]),
-        np.concatenate([w.labels for w in windows]),
-        np.concatenate([w.joined_at for w in windows]),
+        np.concatenate([w.scores for w in windows] or [np.empty(0)]),
+        np.concatenate([w.labels for w in windows] or [np.empty(0)]),
+        np.concatenate([w.joined_at for w in windows] or [np.empty(0)]),
     )
     return {
         "kind": kind,
@@ -152,12 +175,13 @@ class _Judge:
     threshold: float
     changes: list[dict[str, Any]]
     kinds: dict[str, ModelKind] = field(default_factory=dict)
+    live: dict[str, Live] = field(default_factory=dict)
 
     def judged(self, version: str, arm: str, since: float, started_by: str = "") -> Judged:
         kind = self.kinds.get(version, "classifier")
         window = self.store.window(version, arm, since)
         quality = quality_of(window, kind, self.threshold)
-        return Judged(version, arm, since, quality, started_by=started_by)
+        return Judged(version, arm, since, quality, self.live.get(version), started_by=started_by)
 
     def primary(self, active: str | None) -> Judged | None:
         if active is None:

@@ -13,10 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import joblib
 import numpy as np
-from sklearn.exceptions import NotFittedError
-from sklearn.utils.validation import check_is_fitted
 
 from worker.errors import ArtifactRejected
 from worker.models.scoring import ModelKind, ScoreFn
@@ -56,6 +53,8 @@ def verify_artifact(data: bytes, sha256: str, signature: str, signing_key: str) 
 
 def load_estimator(data: bytes) -> Any:
     """Unpickle an artifact; any failure (truncated, not joblib, missing class) is a rejection."""
+    import joblib  # here, not at the top: the registry's commands never unpickle
+
     try:
         return joblib.load(io.BytesIO(data))
     except Exception as exc:
@@ -64,6 +63,9 @@ def load_estimator(data: bytes) -> Any:
 
 def inspect_estimator(estimator: Any, features: Sequence[str] | None = None) -> EstimatorInfo:
     """Check the estimator is fitted, binary if a classifier, and has a known feature order."""
+    from sklearn.exceptions import NotFittedError
+    from sklearn.utils.validation import check_is_fitted
+
     if not hasattr(estimator, "predict"):
         raise ArtifactRejected(f"{type(estimator).__name__} has no predict method")
     try:

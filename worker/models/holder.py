@@ -10,10 +10,15 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
+import structlog
+
 from worker.models.artifacts import inspect_estimator, load_estimator, verify_artifact, warm_up
+from worker.models.profile import ReferenceProfile
 from worker.models.registry import Registry
 from worker.models.route import Route
 from worker.models.scoring import ModelKind, ScoreFn, score_function
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -23,6 +28,7 @@ class LoadedModel:
     features: tuple[str, ...]
     kind: ModelKind
     score: ScoreFn
+    profile: ReferenceProfile | None = None  # drift: the bins its live rows are counted in
 
 
 def load_version(registry: Registry, version: str, signing_key: str) -> LoadedModel:
@@ -38,7 +44,22 @@ def load_version(registry: Registry, version: str, signing_key: str) -> LoadedMo
     info = inspect_estimator(estimator, entry.features)  # refuses features that differ
     score = score_function(estimator, info.kind)
     warm_up(score, len(info.features))
-    return LoadedModel(version, entry.sha256, info.features, info.kind, score)
+    return LoadedModel(
+        version, entry.sha256, info.features, info.kind, score, reference_profile(registry, version)
+    )
+
+
+def reference_profile(registry: Registry, version: str) -> ReferenceProfile | None:
+    """The version's reference profile; one that cannot be read is logged, not fatal: the
+    version scores as well without it, only its drift goes unmeasured."""
+    raw = registry.reference(version)
+    if raw is None:
+        return None
+    try:
+        return ReferenceProfile.from_json(raw)
+    except ValueError as exc:
+        log.warning("model.reference_unreadable", model_version=version, error=str(exc))
+        return None
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
 Layout under the prefix P (default `scorer:model`):
   P:version:<V>  hash: artifact bytes, sha256, signature, features (JSON), kind, estimator_class,
-                 sklearn_version, joblib_version, created_at, note
+                 sklearn_version, joblib_version, created_at, note, and reference (a reference
+                 profile for drift, JSON; only when published with one)
   P:versions     sorted set of version names by creation time
   P:history      list of activated versions, newest first (rollback walks it)
   P:changes      list of JSON records of every switch and route change, newest first: what,
@@ -19,12 +20,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from importlib.metadata import version as installed_version
 from typing import TypeVar, cast
 
-import joblib
 import orjson
 import redis
-import sklearn
 from redis.typing import EncodableT, FieldT
 
 from worker.errors import RegistryError
@@ -103,9 +103,17 @@ class Registry:
         return f"{self._prefix}:changes"
 
     def publish(
-        self, data: bytes, version: str, info: EstimatorInfo, note: str = "", signing_key: str = ""
+        self,
+        data: bytes,
+        version: str,
+        info: EstimatorInfo,
+        note: str = "",
+        signing_key: str = "",
+        *,
+        reference: bytes | None = None,
     ) -> RegistryEntry:
-        """Store a new version; an existing version is never overwritten."""
+        """Store a new version (with its reference profile, for drift, when given); an
+        existing version is never overwritten."""
         if not version or any(c.isspace() for c in version):
             raise RegistryError(f"invalid version name {version!r}")
         entry = RegistryEntry(
@@ -115,12 +123,16 @@ class Registry:
             features=info.features,
             kind=info.kind,
             estimator_class=info.estimator_class,
-            sklearn_version=sklearn.__version__,
-            joblib_version=joblib.__version__,
+            # from the installed distributions: importing scikit-learn for its version alone
+            # would add about 2 s to every operator command
+            sklearn_version=installed_version("scikit-learn"),
+            joblib_version=installed_version("joblib"),
             created_at=time.time(),
             note=note,
         )
         fields = _encode_meta(entry) | {"artifact": data}
+        if reference is not None:
+            fields["reference"] = reference
         key = self._version_key(version)
 
         def store(pipe: redis.client.Pipeline) -> None:
@@ -144,6 +156,11 @@ class Registry:
         if not isinstance(data, bytes):
             raise RegistryError(f"version {version} has no artifact in the registry")
         return data
+
+    def reference(self, version: str) -> bytes | None:
+        """The version's reference profile (JSON), None if it was published without one."""
+        data = self._redis.hget(self._version_key(version), "reference")
+        return data if isinstance(data, bytes) else None
 
     def versions(self) -> list[RegistryEntry]:
         names = self._redis.zrange(self._versions_key, 0, -1)

@@ -7,7 +7,6 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 import numpy as np
-from sklearn import config_context
 
 ModelKind = Literal["classifier", "regressor"]
 ScoreFn = Callable[[np.ndarray], np.ndarray]
@@ -19,6 +18,8 @@ _FEATURE_NAMES_WARNING = "X does not have valid feature names"
 
 def score_function(estimator: Any, kind: ModelKind) -> ScoreFn:
     """A classifier scores the positive-class probability; a regressor its prediction."""
+    from sklearn import config_context  # at model load, so the registry's commands start fast
+
     predict = estimator.predict_proba if kind == "classifier" else estimator.predict
 
     def score(matrix: np.ndarray) -> np.ndarray:

@@ -42,6 +42,7 @@ import structlog
 from worker.errors import ScorerError
 from worker.infra.retry import backoff_s
 from worker.models.holder import Serving
+from worker.models.usage import UsageTally
 from worker.ops.metrics import WorkerMetrics
 from worker.settings import Settings
 from worker.stream.events import Reason, Reject
@@ -143,8 +144,10 @@ class ScoringLoop:
         serving: Callable[[], Serving],
         stopping: threading.Event,
         metrics: WorkerMetrics,
+        usage: UsageTally | None = None,
     ) -> None:
         self._settings = settings
+        self.usage = usage or UsageTally()  # what each version met, for drift and errors
         self._consumer = consumer
         self._producer_factory = producer_factory
         self._producer = producer_factory()
@@ -478,6 +481,7 @@ class ScoringLoop:
             metrics.version_scoring.labels(version, arm).observe(seconds)
         for version, n in scored.shadow_failures.items():
             metrics.shadow_failures.labels(version).inc(n)
+        self.usage.add(scored.usage)
         for reject in scored.rejects:
             metrics.dead_letters.labels(reject.reason).inc()
         metrics.observe_latencies(scored.event_ts, time.time())

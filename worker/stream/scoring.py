@@ -24,6 +24,7 @@ import numpy as np
 import structlog
 
 from worker.models.holder import LoadedModel, Serving
+from worker.models.usage import Usage
 from worker.stream.arms import arm_buckets
 from worker.stream.events import DecodedBatch, Reason, Reject, decode_batch, encode_predictions
 
@@ -44,6 +45,14 @@ class ScoredBatch:
     shadow_predictions: list[bytes] = field(default_factory=list)
     shadow_failures: Counter[str] = field(default_factory=Counter)
     timings: list[tuple[str, str, float]] = field(default_factory=list)  # version, arm, s
+    usage: dict[str, Usage] = field(default_factory=dict)  # per version: rows, failed, bins
+
+    def note_usage(
+        self, model: LoadedModel, given: int, failed: int = 0, bins: np.ndarray | None = None
+    ) -> None:
+        """What `model` met in this batch: rows given, rows it failed on, and the bins of
+        its reference profile those rows and their scores fell in."""
+        self.usage.setdefault(model.version, Usage()).add(Usage(given, failed, bins))
 
     @property
     def versions(self) -> set[str]:
@@ -78,6 +87,7 @@ def score_batch(
         started = time.perf_counter()
         scores = score_isolating_failures(model, part)
         out.timings.append((model.version, arm, time.perf_counter() - started))
+        _note_usage(out, model, part, scores)
         out.rejects += [_naming(r, model.version) for r in part.rejects]
         out.accepted += part.accepted
         out.event_ts += part.event_ts
@@ -124,6 +134,9 @@ def _score_arms_together(
     out.counts[labels[0]] += len(decoded.accepted) - on
     out.counts[labels[1]] += on
     out.timings += timings
+    for model, rows in ((primary, ~on_canary), (canary, on_canary)):
+        bins = _reference_bins(model, decoded.matrix, scores, rows)
+        out.note_usage(model, int(rows.sum()), bins=bins)
     return True
 
 
@@ -179,6 +192,7 @@ def _score_shadow(
     started = time.perf_counter()
     part = reading.rows_for(shadow, decoded)
     scores = score_isolating_failures(shadow, part)
+    _note_usage(out, shadow, part, scores)
     out.shadow_accepted += part.accepted
     out.shadow_predictions += encode_predictions(
         part, scores, scored_at, [(shadow.version, "shadow")]
@@ -186,6 +200,26 @@ def _score_shadow(
     out.counts[(shadow.version, "shadow")] += len(part.accepted)
     out.shadow_failures[shadow.version] += len(part.rejects)
     out.timings.append((shadow.version, "shadow", time.perf_counter() - started))
+
+
+def _note_usage(
+    out: ScoredBatch, model: LoadedModel, part: DecodedBatch, scores: np.ndarray
+) -> None:
+    failed = sum(1 for r in part.rejects if r.reason == Reason.SCORING_FAILED)
+    bins = _reference_bins(model, part.matrix, scores)
+    out.note_usage(model, len(part.accepted) + failed, failed, bins)
+
+
+def _reference_bins(
+    model: LoadedModel, matrix: np.ndarray, scores: np.ndarray, rows: np.ndarray | None = None
+) -> np.ndarray | None:
+    """Bin counts against the version's reference profile; None without one (and then no
+    copy of the rows is made)."""
+    if model.profile is None:
+        return None
+    if rows is not None:
+        matrix, scores = matrix[rows], scores[rows]
+    return model.profile.bin_counts(matrix, scores)
 
 
 def _naming(reject: Reject, version: str) -> Reject:

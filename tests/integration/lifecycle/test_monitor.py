@@ -8,7 +8,6 @@ from __future__ import annotations
 import signal
 import threading
 import urllib.request
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -19,9 +18,13 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss, recall_score, roc_auc_score
 
 from tests.conftest import TopicReader, run_scorer, wait_until
+from tests.integration.lifecycle.conftest import (
+    guard_changes,
+    send_labels,
+    send_predictions,
+    store_of,
+)
 from worker.infra.clients import connect_redis
-from worker.lifecycle.join import JoinStore
-from worker.lifecycle.monitor import Monitor
 from worker.models.registry import Registry
 from worker.settings import Settings
 from worker.tools.synthetic import click_labels, event_bytes, feature_rows
@@ -29,77 +32,6 @@ from worker.tools.synthetic import click_labels, event_bytes, feature_rows
 pytestmark = pytest.mark.integration
 
 GUARDED = {"guard_min_labels": 200, "guard_min_auc": 0.6, "quality_interval_s": 0.5}
-
-
-class RunningMonitor:
-    """A Monitor in a thread of the test process; stop() is the graceful path."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.monitor = Monitor(settings)
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            self.monitor.run()
-        except BaseException as exc:
-            self.error = exc
-
-    def evaluated_again(self, times: int = 2) -> Callable[[], bool]:
-        """A condition: this many more evaluations than now have completed."""
-        target = self.monitor.evaluations + times
-        return lambda: self.monitor.evaluations >= target
-
-    def stop(self) -> None:
-        self.monitor.stop()
-        self.thread.join(30)
-        assert not self.thread.is_alive(), "monitor did not stop within 30 s"
-
-
-@pytest.fixture
-def monitor_factory() -> Iterator[Callable[[Settings], RunningMonitor]]:
-    started: list[RunningMonitor] = []
-
-    def start(settings: Settings) -> RunningMonitor:
-        started.append(RunningMonitor(settings))
-        return started[-1]
-
-    yield start
-    for running in started:
-        if running.thread.is_alive():
-            running.stop()
-        assert running.error is None, running.error
-
-
-def store_of(settings: Settings) -> JoinStore:
-    return JoinStore(
-        connect_redis(settings),
-        settings.registry_prefix,
-        settings.label_window_s,
-        settings.quality_window,
-    )
-
-
-def send_labels(producer: KafkaProducer, topic: str, labels: dict[str, int]) -> None:
-    for event_id, label in labels.items():
-        producer.send(topic, orjson.dumps({"event_id": event_id, "label": label, "ts": 1.0}))
-    producer.flush()
-
-
-def send_predictions(
-    producer: KafkaProducer, topic: str, version: str, arm: str, scores: dict[str, float]
-) -> None:
-    for event_id, score in scores.items():
-        record = {"event_id": event_id, "model_version": version, "score": score, "arm": arm}
-        producer.send(topic, key=event_id.encode(), value=orjson.dumps(record))
-    producer.flush()
-
-
-def guard_changes(registry: Registry, action: str) -> list[dict[str, Any]]:
-    return [
-        c for c in registry.changes(100) if c["action"] == action and c["by"] == "scorer-monitor"
-    ]
 
 
 def test_broken_canary_is_aborted_and_the_figures_equal_scikit_learns(

@@ -26,11 +26,25 @@ def report(**changes: Any) -> dict[str, Any]:
         "settings": {"quality_window": 10000, "decision_threshold": 0.5},
         "joins": {"pending": 7, "joined": 1200, "unlabelled": 3, "unmatched_labels": 1},
         "versions": {
-            "v1": {"role": "primary", "kind": "classifier", "arms": {"primary": FIGURES}},
+            "v1": {
+                "role": "primary",
+                "kind": "classifier",
+                "arms": {"primary": FIGURES},
+                "errors": {"rows": 2000, "failed": 3, "error_rate": 0.0015},
+                "drift": {
+                    "reference": True,
+                    "rows": 9000,
+                    "score_psi": 0.012,
+                    "max_psi": 0.31,
+                    "features": {"f3": 0.31, "f0": 0.02, "f1": 0.01, "f2": 0.0},
+                },
+            },
             "r1": {
                 "role": "shadow",
                 "kind": "regressor",
                 "arms": {"shadow": {"labelled": 5, "mae": 0.25, "rmse": None}},
+                "errors": {"rows": 0, "failed": 0, "error_rate": None},
+                "drift": {"reference": False, "note": "no reference profile: publish ..."},
             },
         },
         "comparison": None,
@@ -44,6 +58,14 @@ def test_each_version_gets_a_table_of_its_kind() -> None:
     assert "0.7312" in text and "AUC 95 % 0.7011..0.7613" in text
     assert "0.2500" in text and "MAE" in text
     assert "1200 labelled, 7 waiting, dropped 3 unlabelled and 1 unmatched labels" in text
+
+
+def test_errors_and_drift_are_shown_and_no_reference_says_so() -> None:
+    text = render_quality(report())
+    assert "3 of its newest 2000 rows failed (0.15%)" in text
+    assert "PSI over 9000 rows: score 0.012; top features f3 0.310, f0 0.020, f1 0.010" in text
+    assert "drift     no reference profile: publish ..." in text
+    assert "errors    no rows scored in the drift window" in text
 
 
 def test_a_missing_figure_is_a_dash_not_an_error() -> None:

@@ -48,7 +48,9 @@ def _drop(difference: float, low: float, high: float) -> Comparison:
 
 
 def _canary(quality: Quality | None = None, comparison: Comparison | None = None) -> Judged:
-    return Judged("v2", "canary", NOW - 60, quality or _quality(), comparison, _quality())
+    return Judged(
+        "v2", "canary", NOW - 60, quality or _quality(), comparison=comparison, baseline=_quality()
+    )
 
 
 def _primary(

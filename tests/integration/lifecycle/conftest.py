@@ -1,0 +1,89 @@
+"""Monitors for the lifecycle tests: in a thread of the test process, always stopped; and
+the helpers that feed them predictions and labels and read back what they did."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import orjson
+import pytest
+from kafka import KafkaProducer
+
+from worker.infra.clients import connect_redis
+from worker.lifecycle.join import JoinStore
+from worker.lifecycle.monitor import Monitor
+from worker.models.registry import Registry
+from worker.settings import Settings
+
+
+class RunningMonitor:
+    """A Monitor in a thread of the test process; stop() is the graceful path."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.monitor = Monitor(settings)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.monitor.run()
+        except BaseException as exc:
+            self.error = exc
+
+    def evaluated_again(self, times: int = 2) -> Callable[[], bool]:
+        """A condition: this many more evaluations than now have completed."""
+        target = self.monitor.evaluations + times
+        return lambda: self.monitor.evaluations >= target
+
+    def stop(self) -> None:
+        self.monitor.stop()
+        self.thread.join(30)
+        assert not self.thread.is_alive(), "monitor did not stop within 30 s"
+
+
+@pytest.fixture
+def monitor_factory() -> Iterator[Callable[[Settings], RunningMonitor]]:
+    started: list[RunningMonitor] = []
+
+    def start(settings: Settings) -> RunningMonitor:
+        started.append(RunningMonitor(settings))
+        return started[-1]
+
+    yield start
+    for running in started:
+        if running.thread.is_alive():
+            running.stop()
+        assert running.error is None, running.error
+
+
+def store_of(settings: Settings) -> JoinStore:
+    return JoinStore(
+        connect_redis(settings),
+        settings.registry_prefix,
+        settings.label_window_s,
+        settings.quality_window,
+    )
+
+
+def send_labels(producer: KafkaProducer, topic: str, labels: dict[str, int]) -> None:
+    for event_id, label in labels.items():
+        producer.send(topic, orjson.dumps({"event_id": event_id, "label": label, "ts": 1.0}))
+    producer.flush()
+
+
+def send_predictions(
+    producer: KafkaProducer, topic: str, version: str, arm: str, scores: dict[str, float]
+) -> None:
+    for event_id, score in scores.items():
+        record = {"event_id": event_id, "model_version": version, "score": score, "arm": arm}
+        producer.send(topic, key=event_id.encode(), value=orjson.dumps(record))
+    producer.flush()
+
+
+def guard_changes(registry: Registry, action: str) -> list[dict[str, Any]]:
+    return [
+        c for c in registry.changes(100) if c["action"] == action and c["by"] == "scorer-monitor"
+    ]

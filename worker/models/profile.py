@@ -1,0 +1,439 @@
+"""A model version's reference profile: what its training data looked like, for drift.
+
+At publish, `build_profile` bins each feature of a reference file (and the model's scores on
+it) at the reference's deciles and stores each bin's share of reference rows. Workers count
+live rows per bin with `bin_counts` (one vector per batch, summed in Redis); the monitor turns
+the sums into a population stability index per feature and for the score with `psi`.
+
+Bins: k interior edges give k + 1 bins, (-inf, e0), [e0, e1), ..., [e_{k-1}, +inf); a value
+equal to an edge goes to the bin above it (np.searchsorted side="right").
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from worker.errors import ConfigError
+
+DEFAULT_BINS = 10
+# Shares below this are raised to it before PSI's log: a bin empty on one side would otherwise
+# contribute infinity. 1e-4 caps one such bin's term at about e * ln(e / 1e-4).
+PSI_FLOOR = 1e-4
+SUM_TOLERANCE = 1e-6  # proportions read back (or hand-edited) must sum to 1 within this
+PARQUET_SUFFIXES = frozenset({".parquet", ".pq"})
+_JSON_KEYS = frozenset(
+    {"features", "edges", "proportions", "score_edges", "score_proportions", "rows"}
+)
+
+
+# eq=False: the generated __eq__ would compare numpy arrays, whose truth value is ambiguous.
+@dataclass(frozen=True, eq=False)
+class ReferenceProfile:
+    """Per feature (the model's order) and for the score: bin edges and reference shares."""
+
+    features: tuple[str, ...]
+    edges: tuple[np.ndarray, ...]
+    proportions: tuple[np.ndarray, ...]
+    score_edges: np.ndarray
+    score_proportions: np.ndarray
+    rows: int
+    # Derived in __post_init__ for the hot path: every column's edges, score last, and each
+    # column's first slot in a bin-count vector (as a column, to offset n bin indices at once).
+    _all_edges: tuple[np.ndarray, ...] = field(init=False, repr=False)
+    _offsets: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        """Validate once and freeze the arrays, so a profile from any source is usable as is."""
+        features = tuple(self.features)
+        _check_features(features)
+        if len(self.edges) != len(features) or len(self.proportions) != len(features):
+            raise ValueError(
+                f"profile has {len(features)} features but {len(self.edges)} edge lists "
+                f"and {len(self.proportions)} proportion lists"
+            )
+        if isinstance(self.rows, bool) or not isinstance(self.rows, int) or self.rows < 1:
+            raise ValueError(f"profile rows must be a positive integer, got {self.rows!r}")
+        names = (*features, "score")
+        edges = [
+            _edges(name, e) for name, e in zip(names, (*self.edges, self.score_edges), strict=True)
+        ]
+        shares = (*self.proportions, self.score_proportions)
+        proportions = [
+            _proportions(n, p, len(e) + 1) for n, p, e in zip(names, shares, edges, strict=True)
+        ]
+        _set = object.__setattr__  # the dataclass is frozen: normalise through the back door
+        _set(self, "features", features)
+        _set(self, "edges", tuple(edges[:-1]))
+        _set(self, "proportions", tuple(proportions[:-1]))
+        _set(self, "score_edges", edges[-1])
+        _set(self, "score_proportions", proportions[-1])
+        _set(self, "_all_edges", tuple(edges))
+        _set(self, "_offsets", np.cumsum([0, *(len(e) + 1 for e in edges[:-1])])[:, None])
+
+    @property
+    def sizes(self) -> list[int]:
+        """Bins per feature, then the score's."""
+        return [len(edges) + 1 for edges in self._all_edges]
+
+    @property
+    def width(self) -> int:
+        """Length of a bin-count vector."""
+        return sum(self.sizes)
+
+    def bin_counts(self, matrix: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        """Live rows (model feature order) and their scores -> int64 counts, layout `sizes`.
+
+        On the hot path once per batch: one searchsorted per column and one bincount, so the
+        cost grows with columns, not with a Python loop over rows. Non-finite values never
+        reach here (decoding rejects them); NaN would sort into the top bin.
+        """
+        rows = _check_live(matrix, scores, len(self.features))
+        if rows == 0:
+            return np.zeros(self.width, dtype=np.int64)
+        index = np.empty((len(self._all_edges), rows), dtype=np.intp)
+        for column, edges in enumerate(self.edges):
+            index[column] = np.searchsorted(edges, matrix[:, column], side="right")
+        index[-1] = np.searchsorted(self.score_edges, scores, side="right")
+        index += self._offsets
+        return np.bincount(index.ravel(), minlength=self.width).astype(np.int64, copy=False)
+
+    def psi(self, counts: np.ndarray) -> tuple[dict[str, float], float | None]:
+        """Summed bin counts -> (PSI per feature, PSI of the score).
+
+        PSI = sum over bins of (a - e) * ln(a / e), a the live share, e the reference share,
+        both raised to PSI_FLOOR first so a bin empty on either side stays finite. A feature
+        (or the score) with no live rows yet is left out (score: None).
+        """
+        counts = np.asarray(counts, dtype=np.float64)
+        if counts.shape != (self.width,) or not (np.isfinite(counts) & (counts >= 0)).all():
+            raise ValueError(
+                f"bin counts must be {self.width} non-negative numbers, got shape {counts.shape}"
+            )
+        segments = np.split(counts, self._offsets[1:, 0])
+        shares = (*self.proportions, self.score_proportions)
+        values = [_psi(live, reference) for live, reference in zip(segments, shares, strict=True)]
+        per_feature = {
+            name: value
+            for name, value in zip(self.features, values[:-1], strict=True)
+            if value is not None
+        }
+        return per_feature, values[-1]
+
+    def to_json(self) -> bytes:
+        """Exact: orjson writes each float's shortest round-trip repr."""
+        return orjson.dumps(
+            {
+                "features": list(self.features),
+                "rows": self.rows,
+                "edges": [edges.tolist() for edges in self.edges],
+                "proportions": [shares.tolist() for shares in self.proportions],
+                "score_edges": self.score_edges.tolist(),
+                "score_proportions": self.score_proportions.tolist(),
+            }
+        )
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> ReferenceProfile:
+        """A stored profile, checked; ValueError says what is malformed."""
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise ValueError(f"reference profile is not valid JSON: {exc}") from None
+        if not isinstance(data, dict) or set(data) != _JSON_KEYS:
+            keys = sorted(data) if isinstance(data, dict) else type(data).__name__
+            raise ValueError(
+                f"reference profile must be an object with {sorted(_JSON_KEYS)}, got {keys}"
+            )
+        return cls(
+            features=tuple(_json_features(data["features"])),
+            edges=tuple(_json_numbers(e, "edges") for e in _json_list(data["edges"], "edges")),
+            proportions=tuple(
+                _json_numbers(p, "proportions")
+                for p in _json_list(data["proportions"], "proportions")
+            ),
+            score_edges=_json_numbers(data["score_edges"], "score_edges"),
+            score_proportions=_json_numbers(data["score_proportions"], "score_proportions"),
+            rows=data["rows"],
+        )
+
+
+def build_profile(
+    rows: np.ndarray, features: Sequence[str], scores: np.ndarray, bins: int = DEFAULT_BINS
+) -> ReferenceProfile:
+    """Bin each reference column (and the scores) at its quantiles; record each bin's share.
+
+    Edges are np.quantile at 1/bins .. (bins-1)/bins with method="higher", so every edge is a
+    value the reference holds, then np.unique; edges equal to the column's minimum are dropped
+    (nothing in the reference is below them). Each reference bin is therefore non-empty: a 0/1
+    flag gets one edge (at 1), a constant column none (one bin).
+    """
+    rows, scores = _check_reference(rows, features, scores, bins)
+    columns = [*rows.T, scores]
+    edges = [_quantile_edges(column, bins) for column in columns]
+    shares = [_shares(column, e) for column, e in zip(columns, edges, strict=True)]
+    return ReferenceProfile(
+        features=tuple(features),
+        edges=tuple(edges[:-1]),
+        proportions=tuple(shares[:-1]),
+        score_edges=edges[-1],
+        score_proportions=shares[-1],
+        rows=len(rows),
+    )
+
+
+def read_reference(path: Path, features: Sequence[str]) -> np.ndarray:
+    """A CSV (with a header) or Parquet file -> float64 matrix, columns in `features` order.
+
+    Parquet by suffix (.parquet, .pq) and only with pyarrow installed; anything else is CSV.
+    Every problem is a ConfigError naming the file, and the column and 1-based data row where
+    there is one.
+    """
+    if path.suffix.lower() in PARQUET_SUFFIXES:
+        matrix = _read_parquet(path, features)
+        numbers: Sequence[int] = range(1, len(matrix) + 1)
+    else:
+        numbers, cells = _read_csv(path, features)
+        matrix = _csv_matrix(path, features, numbers, cells)
+    if len(matrix) == 0:
+        raise ConfigError(f"reference file {path}: no data rows")
+    _check_finite(path, features, matrix, numbers)
+    return matrix
+
+
+# --- profile checks ------------------------------------------------------------------------
+
+
+def _check_features(features: tuple[str, ...]) -> None:
+    if not all(isinstance(name, str) and name for name in features):
+        raise ValueError(f"profile features must be non-empty names, got {list(features)!r}")
+    if len(set(features)) != len(features):
+        raise ValueError(f"profile features must be distinct, got {list(features)!r}")
+
+
+def _edges(name: str, values: Any) -> np.ndarray:
+    edges = _frozen_vector(name, "edges", values)
+    if not np.isfinite(edges).all() or (np.diff(edges) <= 0).any():
+        raise ValueError(f"{name}: edges must be finite and strictly increasing")
+    return edges
+
+
+def _proportions(name: str, values: Any, bins: int) -> np.ndarray:
+    shares = _frozen_vector(name, "proportions", values)
+    if len(shares) != bins:
+        raise ValueError(f"{name}: {bins} bins but {len(shares)} proportions")
+    if not (np.isfinite(shares) & (shares >= 0)).all():
+        raise ValueError(f"{name}: proportions must be finite and non-negative")
+    if abs(float(shares.sum()) - 1.0) > SUM_TOLERANCE:
+        raise ValueError(f"{name}: proportions sum to {float(shares.sum())!r}, not 1")
+    return shares
+
+
+def _frozen_vector(name: str, what: str, values: Any) -> np.ndarray:
+    vector = np.array(values, dtype=np.float64)
+    if vector.ndim != 1:
+        raise ValueError(f"{name}: {what} must be one list of numbers")
+    vector.setflags(write=False)
+    return vector
+
+
+def _json_list(value: object, what: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise ValueError(f"reference profile {what} must be a list, got {_shown(value)}")
+    return value
+
+
+def _json_features(value: object) -> list[str]:
+    names = _json_list(value, "features")
+    if not all(isinstance(name, str) for name in names):
+        raise ValueError(f"reference profile features must be names, got {_shown(names)}")
+    return names
+
+
+def _json_numbers(value: object, what: str) -> np.ndarray:
+    numbers = _json_list(value, what)
+    if not all(type(number) in {int, float} for number in numbers):  # not bool, not null
+        raise ValueError(f"reference profile {what} must hold numbers only, got {_shown(numbers)}")
+    return np.array(numbers, dtype=np.float64)
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _check_live(matrix: np.ndarray, scores: np.ndarray, features: int) -> int:
+    rows = len(matrix)
+    if rows and (matrix.ndim != 2 or matrix.shape[1] != features):
+        raise ValueError(f"live matrix must be n x {features}, got shape {matrix.shape}")
+    if scores.shape != (rows,):
+        raise ValueError(f"need one score per live row ({rows}), got shape {scores.shape}")
+    return rows
+
+
+def _psi(counts: np.ndarray, reference: np.ndarray) -> float | None:
+    total = counts.sum()
+    if total == 0:
+        return None
+    live = np.maximum(counts / total, PSI_FLOOR)
+    expected = np.maximum(reference, PSI_FLOOR)
+    return float(np.sum((live - expected) * np.log(live / expected)))
+
+
+# --- building ------------------------------------------------------------------------------
+
+
+def _check_reference(
+    rows: np.ndarray, features: Sequence[str], scores: np.ndarray, bins: int
+) -> tuple[np.ndarray, np.ndarray]:
+    rows = np.asarray(rows, dtype=np.float64)
+    scores = np.asarray(scores, dtype=np.float64)
+    if rows.ndim != 2 or rows.shape[1] != len(features):
+        raise ValueError(f"reference rows must be n x {len(features)}, got shape {rows.shape}")
+    if len(rows) == 0:
+        raise ValueError("reference rows are empty")
+    if scores.shape != (len(rows),):
+        raise ValueError(f"need one score per reference row ({len(rows)}), got {scores.shape}")
+    if not (np.isfinite(rows).all() and np.isfinite(scores).all()):
+        raise ValueError("reference rows and scores must all be finite")
+    if bins < 1:
+        raise ValueError(f"bins must be at least 1, got {bins}")
+    return rows, scores
+
+
+def _quantile_edges(column: np.ndarray, bins: int) -> np.ndarray:
+    levels = np.arange(1, bins) / bins
+    edges = np.unique(np.quantile(column, levels, method="higher"))
+    kept: np.ndarray = edges[edges > column.min()]
+    return kept
+
+
+def _shares(column: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    index = np.searchsorted(edges, column, side="right")
+    return np.bincount(index, minlength=len(edges) + 1) / len(column)
+
+
+# --- reading -------------------------------------------------------------------------------
+
+
+def _read_csv(path: Path, features: Sequence[str]) -> tuple[list[int], list[list[str]]]:
+    """Data row numbers (1-based, blank lines skipped but counted) and their cells."""
+    numbers: list[int] = []
+    cells: list[list[str]] = []
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.reader(handle)
+            header = next(reader, None)
+            if not header:
+                raise ConfigError(f"reference file {path}: no header row")
+            columns = _feature_columns(path, header, features)
+            for number, row in enumerate(reader, start=1):
+                if row:
+                    cells.append(_pick(path, number, row, columns, len(header)))
+                    numbers.append(number)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise ConfigError(f"reference file {path}: cannot read: {_reason(exc)}") from None
+    return numbers, cells
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    if isinstance(exc, UnicodeDecodeError):
+        return "not UTF-8 text"
+    return str(exc)
+
+
+def _feature_columns(path: Path, header: list[str], features: Sequence[str]) -> list[int]:
+    missing = [name for name in features if name not in header]
+    if missing:
+        names = ", ".join(repr(name) for name in missing)
+        raise ConfigError(f"reference file {path}: missing feature column(s) {names}")
+    repeated = [name for name in features if header.count(name) > 1]
+    if repeated:
+        raise ConfigError(f"reference file {path}: column {repeated[0]!r} appears twice")
+    return [header.index(name) for name in features]
+
+
+def _pick(path: Path, number: int, row: list[str], columns: list[int], width: int) -> list[str]:
+    try:
+        return [row[column] for column in columns]
+    except IndexError:
+        raise ConfigError(
+            f"reference file {path}: data row {number} has {len(row)} fields, "
+            f"the header has {width}"
+        ) from None
+
+
+def _csv_matrix(
+    path: Path, features: Sequence[str], numbers: Sequence[int], cells: list[list[str]]
+) -> np.ndarray:
+    try:
+        return np.array(cells, dtype=np.float64).reshape(len(cells), len(features))
+    except ValueError:
+        pass
+    # The slow path: only to find the cell to name.
+    for number, row in zip(numbers, cells, strict=True):
+        for name, cell in zip(features, row, strict=True):
+            try:
+                float(cell)
+            except ValueError:
+                raise ConfigError(
+                    f"reference file {path}: column {name!r}, data row {number}: "
+                    f"{cell!r} is not a number"
+                ) from None
+    raise ConfigError(f"reference file {path}: cannot read the values as numbers")
+
+
+def _check_finite(
+    path: Path, features: Sequence[str], matrix: np.ndarray, numbers: Sequence[int]
+) -> None:
+    bad = np.argwhere(~np.isfinite(matrix))
+    if len(bad):
+        row, column = (int(i) for i in bad[0])
+        raise ConfigError(
+            f"reference file {path}: column {features[column]!r}, data row {numbers[row]}: "
+            f"{float(matrix[row, column])} is not finite"
+        )
+
+
+def _read_parquet(path: Path, features: Sequence[str]) -> np.ndarray:
+    """Untested here (pyarrow is not a dependency): read the named columns as float64."""
+    try:
+        import pyarrow.parquet as pq  # type: ignore[import-not-found]  # optional, untyped
+    except ImportError:
+        raise ConfigError("reading Parquet needs pyarrow: pip install pyarrow") from None
+    try:
+        names = pq.read_schema(path).names
+        missing = [name for name in features if name not in names]
+        if missing:
+            listed = ", ".join(repr(name) for name in missing)
+            raise ConfigError(f"reference file {path}: missing feature column(s) {listed}")
+        table = pq.read_table(path, columns=list(features))
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowIOError, ArrowInvalid
+        raise ConfigError(f"reference file {path}: cannot read: {exc}") from None
+    return _parquet_matrix(path, features, table)
+
+
+def _parquet_matrix(path: Path, features: Sequence[str], table: Any) -> np.ndarray:
+    matrix = np.empty((table.num_rows, len(features)), dtype=np.float64)
+    for index, name in enumerate(features):
+        column = table.column(name)
+        if column.null_count:
+            raise ConfigError(
+                f"reference file {path}: column {name!r} has {column.null_count} empty values"
+            )
+        try:
+            matrix[:, index] = column.to_numpy()
+        except (TypeError, ValueError):
+            kind = table.schema.field(name).type
+            raise ConfigError(
+                f"reference file {path}: column {name!r} is not numeric ({kind})"
+            ) from None
+    return matrix
