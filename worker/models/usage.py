@@ -107,7 +107,7 @@ class UsageStore:
                 for index in np.flatnonzero(usage.bins).tolist():
                     pipe.hincrby(key, f"b{index}", int(usage.bins[index]))
             pipe.expire(key, ttl)
-            pipe.zadd(self._versions_key, {version: now})
+            pipe.zadd(self._versions_key, {version: now}, gt=True)  # a late flush: keep the newest
         pipe.zremrangebyscore(self._versions_key, "-inf", now - self.window_s)
         pipe.execute()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from http import HTTPStatus
 
@@ -9,6 +10,7 @@ import numpy as np
 import orjson
 
 from worker.models.holder import LoadedModel, Serving
+from worker.models.profile import build_profile
 from worker.models.route import Canary, Route
 from worker.stream.arms import arm_buckets
 from worker.stream.events import Reason
@@ -172,3 +174,51 @@ def test_predict_over_http_takes_the_arm_from_the_events_key_field_else_its_even
         orjson.dumps({"event_id": "e", "key": 7, "features": {}}), serving(), LIMIT
     )
     assert refused[0] == HTTPStatus.BAD_REQUEST and "key must be a string" in refused[1]["error"]
+
+
+def profiled(version: str, score: Callable[[np.ndarray], np.ndarray]) -> LoadedModel:
+    """A version with a reference profile: a and b each split at 1, scores at 1000 (two bins
+    each, edges at the reference's medians, values the reference holds)."""
+    reference = np.array([[-1.0, -1.0], [1.0, 1.0]] * 50)
+    profile = build_profile(reference, ("a", "b"), np.array([0.0, 1000.0] * 50), bins=2)
+    return dataclasses.replace(model(version, ("a", "b"), score), profile=profile)
+
+
+def test_each_version_counts_its_rows_failures_and_reference_bins() -> None:
+    """What the drift figures and the error-rate guard are built from: per version, the rows
+    it was given, those it raised on, and (with a profile) its rows' and scores' bins."""
+
+    def picky(matrix: np.ndarray) -> np.ndarray:
+        if (matrix[:, 0] == 13).any():
+            raise ValueError("poison")
+        return matrix[:, 0]
+
+    primary = profiled("v1", picky)
+    shadow = model("v3", ("a", "b"), first_column_plus(0))
+    values = [event(i, a=float(i), b=-1.0) for i in range(20)]
+
+    scored = score_batch(values, keys_for(20), Serving(primary, None, (shadow,)), LIMIT)
+
+    usage = scored.usage["v1"]
+    assert (usage.rows, usage.failed) == (20, 1)
+    assert usage.bins is not None
+    a_bins, b_bins, score_bins = usage.bins[0:2], usage.bins[2:4], usage.bins[4:6]
+    assert a_bins.tolist() == [1, 18]  # a = 0 .. 19 without the poison 13: only 0 is below 1
+    assert b_bins.tolist() == [19, 0]
+    assert score_bins.tolist() == [19, 0]  # scores 0..19, below the reference's edge
+    assert (scored.usage["v3"].rows, scored.usage["v3"].failed) == (20, 0)
+    assert scored.usage["v3"].bins is None  # no profile, no bins
+
+
+def test_the_single_pass_arm_path_counts_each_arm_for_its_own_version() -> None:
+    canary = profiled("v2", first_column_plus(1000))
+    values, keys = [event(i) for i in range(400)], keys_for(400)
+
+    scored = score_batch(values, keys, serving(canary, 30), LIMIT)
+
+    on_canary = scored.counts[("v2", "canary")]
+    assert scored.usage["v2"].rows == on_canary > 0
+    assert scored.usage["v1"].rows == 400 - on_canary
+    assert scored.usage["v1"].bins is None
+    assert scored.usage["v2"].bins is not None
+    assert scored.usage["v2"].bins[4:6].tolist() == [0, on_canary]  # scores a + 1000 >= 1000
