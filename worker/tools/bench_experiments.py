@@ -7,12 +7,14 @@ routing and the extra work, not a slower model). Reported: each variant's median
 ratio to the primary alone (the median of each round's own ratio) and the shadow's cost per
 event from the two rates. Runs on a shared 2-core machine differ by 10-20 %, more than a
 canary costs, so the scoring step is also timed in this process, where nothing else runs:
-`score_batch` on the same 1,000-event batch with each of the three routes (the 10th
-percentile of 500 calls), giving what the canary and the shadow add per event.
+`score_batch` on the same 1,000-event batch with each of the three routes, and with the
+primary carrying a reference profile (the 10th percentile of 500 calls), giving what the
+canary, the shadow and the drift counts add per event.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import time
 from collections.abc import Callable
@@ -24,6 +26,7 @@ import numpy as np
 from worker.infra.clients import connect_redis
 from worker.models.artifacts import inspect_estimator
 from worker.models.holder import LoadedModel, Serving
+from worker.models.profile import build_profile
 from worker.models.registry import Registry
 from worker.models.route import Canary, Route
 from worker.models.scoring import score_function
@@ -34,6 +37,7 @@ from worker.tools.synthetic import FEATURES, event_bytes, feature_rows
 CANARY, SHADOW = "logistic-canary", "logistic-shadow"
 CANARY_PERCENT = 10.0
 ALONE, WITH_CANARY, WITH_SHADOW = "primary alone", "10 % canary", "10 % canary + 1 shadow"
+WITH_PROFILE = "primary alone, reference profile"  # drift: its rows' bins counted per batch
 CEILING = "passthrough (ceiling)"
 
 
@@ -81,6 +85,7 @@ def summarise(rates: dict[str, list[float]], scoring: dict[str, float]) -> dict[
     )
     event_us = 1e6 / statistics.median(rates[ALONE])
     canary_us = scoring[WITH_CANARY] - scoring[ALONE]
+    drift_us = scoring[WITH_PROFILE] - scoring[ALONE]
     return {
         "rows": rows,
         "canary_cost": round(1 - canary_ratio, 3),
@@ -89,6 +94,8 @@ def summarise(rates: dict[str, list[float]], scoring: dict[str, float]) -> dict[
         "canary_scoring_us_per_event": round(canary_us, 2),
         "canary_scoring_share_of_event_time": round(canary_us / event_us, 3),
         "shadow_scoring_us_per_event": round(scoring[WITH_SHADOW] - scoring[WITH_CANARY], 2),
+        "drift_scoring_us_per_event": round(drift_us, 2),
+        "drift_scoring_share_of_event_time": round(drift_us / event_us, 3),
     }
 
 
@@ -101,8 +108,11 @@ def scoring_us(bench: Bench, rows: int = 1000, calls: int = 500) -> dict[str, fl
         return LoadedModel(version, "", FEATURES, "classifier", score)
 
     primary, canary, shadow = loaded("logistic"), loaded(CANARY), loaded(SHADOW)
+    reference = feature_rows(2000, seed=1)
+    profile = build_profile(reference, FEATURES, score(reference))
     servings = {
         ALONE: Serving(primary),
+        WITH_PROFILE: Serving(dataclasses.replace(primary, profile=profile)),
         WITH_CANARY: Serving(primary, canary, route=Route(Canary(CANARY, CANARY_PERCENT))),
         WITH_SHADOW: Serving(
             primary, canary, (shadow,), Route(Canary(CANARY, CANARY_PERCENT), (SHADOW,))
@@ -129,6 +139,9 @@ def render_experiments(result: dict[str, Any]) -> str:
         f"{result['canary_scoring_share_of_event_time']:.1%} of an event's time in the worker",
         f"shadow cost: {result['shadow_cost_us_per_event']} µs per event from the rates; in "
         f"the scoring step (predict and encode) {result['shadow_scoring_us_per_event']} µs",
+        f"drift counts (a reference profile, 20 features): {result['drift_scoring_us_per_event']}"
+        f" µs per event in the scoring step, {result['drift_scoring_share_of_event_time']:.1%} "
+        "of an event's time in the worker",
     ]
     return "\n".join(lines)
 

@@ -2,7 +2,14 @@
 
 import pytest
 
-from worker.tools.bench_experiments import ALONE, CEILING, WITH_CANARY, WITH_SHADOW, summarise
+from worker.tools.bench_experiments import (
+    ALONE,
+    CEILING,
+    WITH_CANARY,
+    WITH_PROFILE,
+    WITH_SHADOW,
+    summarise,
+)
 
 
 def test_costs_come_from_each_rounds_own_pair_of_runs() -> None:
@@ -12,7 +19,7 @@ def test_costs_come_from_each_rounds_own_pair_of_runs() -> None:
         WITH_CANARY: [19_000.0, 40_000.0, 25_000.0],  # ratios 0.95, 1.0, 1.0
         WITH_SHADOW: [10_000.0, 20_000.0, 12_500.0],
     }
-    scoring = {ALONE: 4.0, WITH_CANARY: 4.5, WITH_SHADOW: 5.25}
+    scoring = {ALONE: 4.0, WITH_CANARY: 4.5, WITH_SHADOW: 5.25, WITH_PROFILE: 4.4}
 
     result = summarise(rates, scoring)
 
@@ -23,3 +30,5 @@ def test_costs_come_from_each_rounds_own_pair_of_runs() -> None:
     assert result["canary_scoring_us_per_event"] == 0.5
     assert result["canary_scoring_share_of_event_time"] == pytest.approx(0.5 / 40, abs=1e-3)
     assert result["shadow_scoring_us_per_event"] == 0.75
+    assert result["drift_scoring_us_per_event"] == 0.4
+    assert result["drift_scoring_share_of_event_time"] == pytest.approx(0.4 / 40, abs=1e-3)
