@@ -76,7 +76,8 @@ def cmd_model_publish(args: argparse.Namespace, settings: Settings) -> int:
 def reference_of(path: Path, estimator: object, info: EstimatorInfo) -> ReferenceProfile:
     """The drift reference: the file's rows in the model's feature order, and the model's
     own scores on them."""
-    from worker.models.profile import build_profile, read_reference
+    from worker.models.profile import build_profile
+    from worker.models.reference_file import read_reference
     from worker.models.scoring import score_function
 
     rows = read_reference(path, info.features)

@@ -1,23 +1,18 @@
-"""Reference profiles: quantile bins, live bin counts, PSI, the stored JSON, reference files."""
+"""Reference profiles: quantile bins, live bin counts, PSI, the stored JSON."""
 
 from __future__ import annotations
 
 import math
-import re
-import sys
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import orjson
 import pytest
 
-from worker.errors import ConfigError
 from worker.models.profile import (
     PSI_FLOOR,
     ReferenceProfile,
     build_profile,
-    read_reference,
 )
 
 LEVELS = np.arange(1, 10) / 10
@@ -251,60 +246,3 @@ def test_from_json_names_what_is_malformed(change: dict[str, Any], message: str)
 def test_from_json_refuses_garbage(raw: bytes, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         ReferenceProfile.from_json(raw)
-
-
-# --- reference files -------------------------------------------------------------------------
-
-
-def test_csv_columns_come_back_in_feature_order(tmp_path: Path) -> None:
-    path = tmp_path / "ref.csv"
-    path.write_text("id,b,note,a\n1,2.5,hello,-1\n2,1e3,,0.25\n", encoding="utf-8-sig")
-    matrix = read_reference(path, ["a", "b"])
-    assert matrix.dtype == np.float64
-    assert matrix.tolist() == [[-1.0, 2.5], [0.25, 1000.0]]
-
-
-@pytest.mark.parametrize(
-    ("text", "message"),
-    [
-        ("", "no header row"),
-        ("a,c\n1,2\n", "missing feature column\\(s\\) 'b'"),
-        ("a,b\n", "no data rows"),
-        ("a,b\n1,2\n\n3,x\n", "column 'b', data row 3: 'x' is not a number"),
-        ("a,b\n1,2\n,2\n", "column 'a', data row 2: '' is not a number"),
-        ("a,b\n1,2\n3,inf\n", "column 'b', data row 2: inf is not finite"),
-        ("b,a\nnan,1\n", "column 'b', data row 1: nan is not finite"),
-        ("a,b\n1\n", "data row 1 has 1 fields, the header has 2"),
-        ("a,b,a\n1,2,3\n", "column 'a' appears twice"),
-    ],
-)
-def test_each_csv_problem_is_a_one_line_config_error(
-    tmp_path: Path, text: str, message: str
-) -> None:
-    path = tmp_path / "ref.csv"
-    path.write_text(text)
-    with pytest.raises(ConfigError, match=f"^reference file {re.escape(str(path))}: {message}$"):
-        read_reference(path, ["a", "b"])
-
-
-def test_an_unreadable_file_is_a_config_error(tmp_path: Path) -> None:
-    missing = tmp_path / "missing.csv"
-    binary = tmp_path / "binary.csv"
-    binary.write_bytes(b"a\n\xff\xfe\n")
-    for path, reason in [(missing, "No such file or directory"), (binary, "not UTF-8 text")]:
-        with pytest.raises(ConfigError) as raised:
-            read_reference(path, ["a"])
-        assert str(raised.value) == f"reference file {path}: cannot read: {reason}"
-
-
-@pytest.mark.parametrize("suffix", [".parquet", ".PQ"])
-def test_parquet_without_pyarrow_says_how_to_get_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, suffix: str
-) -> None:
-    monkeypatch.setitem(sys.modules, "pyarrow", None)  # absent, whatever is installed
-    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
-    path = tmp_path / f"ref{suffix}"
-    path.write_bytes(b"PAR1")
-    with pytest.raises(ConfigError) as raised:
-        read_reference(path, ["a"])
-    assert str(raised.value) == "reading Parquet needs pyarrow: pip install pyarrow"
