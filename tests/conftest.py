@@ -321,20 +321,33 @@ def reader(settings: Settings, producer: KafkaProducer) -> Iterator[TopicReader]
     topic_reader.stop()
 
 
-class RunningWorker:
-    """A Worker in a thread of the test process: stop() is the graceful path."""
+class InThread:
+    """A service (a Worker, a Monitor) run in a thread of the test process; stop() is its
+    graceful path, and whatever its run raised is kept in `error`."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.worker = Worker(settings)
+    def __init__(self, service: Any) -> None:
+        self.service = service
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
     def _run(self) -> None:
         try:
-            self.worker.run()
+            self.service.run()
         except BaseException as exc:
             self.error = exc
+
+    def stop(self) -> None:
+        self.service.stop()
+        self.thread.join(30)
+        name = type(self.service).__name__
+        assert not self.thread.is_alive(), f"{name} did not stop within 30 s"
+
+
+class RunningWorker(InThread):
+    def __init__(self, settings: Settings) -> None:
+        self.worker = Worker(settings)
+        super().__init__(self.worker)
 
     def model_version(self) -> str | None:
         model = self.worker.holder.current()
@@ -342,11 +355,6 @@ class RunningWorker:
 
     def assigned(self) -> set[tuple[str, int]]:
         return self.worker.loop.partitions.assigned if self.worker.loop else set()
-
-    def stop(self) -> None:
-        self.worker.stop()
-        self.thread.join(30)
-        assert not self.thread.is_alive(), "worker did not stop within 30 s"
 
 
 @pytest.fixture

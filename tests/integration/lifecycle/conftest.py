@@ -3,7 +3,6 @@ the helpers that feed them predictions and labels and read back what they did.""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -11,6 +10,7 @@ import orjson
 import pytest
 from kafka import KafkaProducer
 
+from tests.conftest import InThread
 from worker.infra.clients import connect_redis
 from worker.lifecycle.join import JoinStore
 from worker.lifecycle.monitor import Monitor
@@ -18,30 +18,15 @@ from worker.models.registry import Registry
 from worker.settings import Settings
 
 
-class RunningMonitor:
-    """A Monitor in a thread of the test process; stop() is the graceful path."""
-
+class RunningMonitor(InThread):
     def __init__(self, settings: Settings) -> None:
         self.monitor = Monitor(settings)
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            self.monitor.run()
-        except BaseException as exc:
-            self.error = exc
+        super().__init__(self.monitor)
 
     def evaluated_again(self, times: int = 2) -> Callable[[], bool]:
         """A condition: this many more evaluations than now have completed."""
         target = self.monitor.evaluations + times
         return lambda: self.monitor.evaluations >= target
-
-    def stop(self) -> None:
-        self.monitor.stop()
-        self.thread.join(30)
-        assert not self.thread.is_alive(), "monitor did not stop within 30 s"
 
 
 @pytest.fixture
