@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 import yaml
 
+from worker.lifecycle.metrics import MonitorMetrics
 from worker.ops.metrics import WorkerMetrics
 from worker.settings import ENV_PREFIX, Settings, setting_names
 
@@ -23,8 +24,10 @@ def compose() -> dict[str, Any]:
 
 
 def exported_metric_names() -> set[str]:
+    """What a worker's and a monitor's /metrics hold (the quality row reads the monitor)."""
     names = set()
-    for family in WorkerMetrics().registry.collect():
+    families = [*WorkerMetrics().registry.collect(), *MonitorMetrics().registry.collect()]
+    for family in families:
         names |= {sample.name for sample in family.samples}
         names.add(family.name)
     # families that have no sample until first use still export these series
@@ -65,26 +68,28 @@ def test_compose_runs_kraft_kafka_redis_two_workers_prometheus_and_grafana() -> 
 def test_topics_created_by_compose_match_the_worker_settings() -> None:
     script = "".join(compose()["services"]["kafka-init"]["command"])
     env = compose()["services"]["worker"]["environment"]
-    for name in ("INPUT", "OUTPUT", "DLQ", "CONTROL"):
+    for name in ("INPUT", "OUTPUT", "DLQ", "CONTROL", "SHADOW", "LABELS"):
         assert env[f"SCORER_{name}_TOPIC"] in script
 
 
-def test_prometheus_scrapes_the_workers_metrics_port() -> None:
+def test_prometheus_scrapes_the_workers_and_the_monitors_metrics_port() -> None:
     config = yaml.safe_load((REPO / "deploy/prometheus/prometheus.yml").read_text())
     [job] = config["scrape_configs"]
     port = job["dns_sd_configs"][0]["port"]
     assert port == Settings().metrics_port
     assert str(port) == compose()["services"]["worker"]["environment"]["SCORER_METRICS_PORT"]
-    assert job["dns_sd_configs"][0]["names"] == ["worker"]
+    assert job["dns_sd_configs"][0]["names"] == ["worker", "monitor"]
+    assert compose()["services"]["monitor"]["command"] == ["monitor"]
 
 
-def test_dashboard_queries_only_metrics_the_worker_exports() -> None:
+def test_dashboard_queries_only_metrics_the_worker_and_the_monitor_export() -> None:
     dashboard = orjson.loads((REPO / "deploy/grafana/dashboards/scorer.json").read_bytes())
-    expressions = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    expressions = [t["expr"] for panel in dashboard["panels"] for t in panel.get("targets", [])]
     used = {name for expr in expressions for name in re.findall(r"scorer_[a-z_]+", expr)}
     assert used and used <= exported_metric_names(), used - exported_metric_names()
     titles = " ".join(panel["title"].lower() for panel in dashboard["panels"])
-    for topic in ("throughput", "latency", "lag", "version", "reload", "dead-letter"):
+    topics = ("throughput", "latency", "lag", "version", "reload", "dead-letter", "auc", "drift")
+    for topic in topics:
         assert topic in titles
 
 

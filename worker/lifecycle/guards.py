@@ -38,6 +38,7 @@ log = structlog.get_logger(__name__)
 
 Action = Literal["abort", "rollback", "alert"]
 ACTIONS: tuple[Action, ...] = ("abort", "rollback", "alert")
+GUARDS = ("min_auc", "max_logloss", "max_auc_drop", "max_error_rate", "max_psi")
 AUTHOR = "scorer-monitor"
 _CLAIM_TTL_S = 7 * 24 * 3600
 # A primary is judged for rollback only when someone chose it (an operator's activate, a
@@ -56,20 +57,26 @@ class Decision:
 
 
 def breaches(judged: Judged, settings: Settings) -> list[str]:
-    """The guards this version breaches, as readable reasons: on live data once it was given
-    guard_min_labels rows, on labels once it has that many labelled predictions."""
-    found = live_breaches(judged.live, settings) if judged.live else []
+    """The guards this version breaches, as readable reasons."""
+    return list(breached_guards(judged, settings).values())
+
+
+def breached_guards(judged: Judged, settings: Settings) -> dict[str, str]:
+    """Guard name (`min_auc`, `max_psi`, ...) -> readable reason: on live data once the
+    version was given guard_min_labels rows, on labels once it has that many labelled
+    predictions."""
+    found = _live_breaches(judged.live, settings) if judged.live else {}
     quality = judged.quality
     if not isinstance(quality, ClassifierQuality) or quality.labelled < settings.guard_min_labels:
         return found
     if settings.guard_min_auc and quality.auc is not None and quality.auc < settings.guard_min_auc:
-        found.append(f"AUC {quality.auc:.4f} < guard_min_auc {settings.guard_min_auc:g}")
+        found["min_auc"] = f"AUC {quality.auc:.4f} < guard_min_auc {settings.guard_min_auc:g}"
     if (
         settings.guard_max_logloss
         and quality.logloss is not None
         and quality.logloss > settings.guard_max_logloss
     ):
-        found.append(
+        found["max_logloss"] = (
             f"log loss {quality.logloss:.4f} > guard_max_logloss {settings.guard_max_logloss:g}"
         )
     comparison = judged.comparison
@@ -81,7 +88,7 @@ def breaches(judged: Judged, settings: Settings) -> list[str]:
         and comparison.high < 0
         and -comparison.difference > settings.guard_max_auc_drop
     ):
-        found.append(
+        found["max_auc_drop"] = (
             f"AUC {-comparison.difference:.4f} below the primary's (95 % interval "
             f"{comparison.low:.4f}..{comparison.high:.4f}) > guard_max_auc_drop "
             f"{settings.guard_max_auc_drop:g}"
@@ -89,9 +96,20 @@ def breaches(judged: Judged, settings: Settings) -> list[str]:
     return found
 
 
-def live_breaches(live: Live, settings: Settings) -> list[str]:
+def current_breaches(report: Report, settings: Settings) -> list[tuple[str, str, str]]:
+    """(version, role, guard) for each guard the canary and the primary breach now, however
+    old their role: what the breach gauge and its alert show."""
+    return [
+        (judged.version, judged.role, guard)
+        for judged in (report.canary, report.primary)
+        if judged is not None
+        for guard in breached_guards(judged, settings)
+    ]
+
+
+def _live_breaches(live: Live, settings: Settings) -> dict[str, str]:
     """Error rate (no labels needed) and drift against the reference profile."""
-    found = []
+    found = {}
     rate, limit = live.error_rate, settings.guard_max_error_rate
     if (
         limit
@@ -99,7 +117,7 @@ def live_breaches(live: Live, settings: Settings) -> list[str]:
         and live.recent_rows >= settings.guard_min_labels
         and rate > limit
     ):
-        found.append(
+        found["max_error_rate"] = (
             f"error rate {rate:.4f} ({live.recent_failed} of its newest {live.recent_rows} rows) "
             f"> guard_max_error_rate {limit:g}"
         )
@@ -108,7 +126,7 @@ def live_breaches(live: Live, settings: Settings) -> list[str]:
         drifted = [n for n, v in (live.psi or {}).items() if v > limit]
         if live.score_psi is not None and live.score_psi > limit:
             drifted.append("score")
-        found.append(f"PSI {psi:.4f} > guard_max_psi {limit:g} ({', '.join(drifted)})")
+        found["max_psi"] = f"PSI {psi:.4f} > guard_max_psi {limit:g} ({', '.join(drifted)})"
     return found
 
 

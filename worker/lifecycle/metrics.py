@@ -98,14 +98,16 @@ class QualityCollector(Collector):
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._report: Report | None = None
+        self._breaches: list[tuple[str, str, str]] = []
 
-    def update(self, report: Report) -> None:
+    def update(self, report: Report, breaches: list[tuple[str, str, str]]) -> None:
+        """The latest report, and the (version, role, guard) it breaches."""
         with self._lock:
-            self._report = report
+            self._report, self._breaches = report, breaches
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         with self._lock:
-            report = self._report
+            report, breaches = self._report, self._breaches
         families = {
             figure: GaugeMetricFamily(name, text, labels=["model_version", "arm"])
             for figure, (name, text) in QUALITY_GAUGES.items()
@@ -134,4 +136,13 @@ class QualityCollector(Collector):
                 psi.add_metric([version, "score"], drift["score_psi"])
             if entry["errors"]["error_rate"] is not None:
                 errors.add_metric([version], entry["errors"]["error_rate"])
-        yield from [*families.values(), psi, errors]
+        breached = GaugeMetricFamily(
+            "scorer_guard_breaches",
+            "1 for each guard the canary or the primary breaches at the latest evaluation "
+            "(whether or not the guardrails act on it: a primary past guard_rollback_window_s "
+            "is only reported)",
+            labels=["model_version", "role", "guard"],
+        )
+        for version, role, guard in breaches:
+            breached.add_metric([version, role, guard], 1.0)
+        yield from [*families.values(), psi, errors, breached]

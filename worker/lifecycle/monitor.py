@@ -25,7 +25,7 @@ from kafka import KafkaProducer
 
 from worker.infra.clients import build_consumer, build_producer, connect_redis, ensure_topics
 from worker.infra.retry import backoff_s
-from worker.lifecycle.guards import GuardKeeper, decide
+from worker.lifecycle.guards import GuardKeeper, current_breaches, decide
 from worker.lifecycle.join import JoinStore
 from worker.lifecycle.metrics import MonitorMetrics
 from worker.lifecycle.records import Joinable, SourceRecord, decode_records
@@ -207,7 +207,7 @@ class Monitor:
         self.metrics.dropped.labels("unlabelled").inc(swept.unlabelled)
         self.metrics.dropped.labels("unmatched_label").inc(swept.unmatched_labels)
         report = build_report(store, usage, registry, self.settings, now)
-        self.metrics.quality.update(report)
+        self.metrics.quality.update(report, current_breaches(report, self.settings))
         self.metrics.pending.set(report.joins["pending"])
         decisions = decide(report, self.settings, now, keeper.has_previous())
         for decision in decisions:
