@@ -24,6 +24,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 
 from worker.infra.clients import client_options, connect_redis, ensure_topics, topic_reader
+from worker.lifecycle.monitor import Monitor
 from worker.models.artifacts import inspect_estimator
 from worker.models.registry import Registry
 from worker.service import Worker
@@ -369,6 +370,32 @@ def worker_factory() -> Iterator[Callable[[Settings], RunningWorker]]:
     for running in started:
         if running.thread.is_alive():
             running.stop()
+
+
+class RunningMonitor(InThread):
+    def __init__(self, settings: Settings) -> None:
+        self.monitor = Monitor(settings)
+        super().__init__(self.monitor)
+
+    def evaluated_again(self, times: int = 2) -> Callable[[], bool]:
+        """A condition: this many more evaluations than now have completed."""
+        target = self.monitor.evaluations + times
+        return lambda: self.monitor.evaluations >= target
+
+
+@pytest.fixture
+def monitor_factory() -> Iterator[Callable[[Settings], RunningMonitor]]:
+    started: list[RunningMonitor] = []
+
+    def start(settings: Settings) -> RunningMonitor:
+        started.append(RunningMonitor(settings))
+        return started[-1]
+
+    yield start
+    for running in started:
+        if running.thread.is_alive():
+            running.stop()
+        assert running.error is None, running.error
 
 
 @pytest.fixture

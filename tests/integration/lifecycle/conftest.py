@@ -1,47 +1,16 @@
-"""Monitors for the lifecycle tests: in a thread of the test process, always stopped; and
-the helpers that feed them predictions and labels and read back what they did."""
+"""Helpers that feed the monitors predictions and labels and read back what they did."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import orjson
-import pytest
 from kafka import KafkaProducer
 
-from tests.conftest import InThread
 from worker.infra.clients import connect_redis
 from worker.lifecycle.join import JoinStore
-from worker.lifecycle.monitor import Monitor
 from worker.models.registry import Registry
 from worker.settings import Settings
-
-
-class RunningMonitor(InThread):
-    def __init__(self, settings: Settings) -> None:
-        self.monitor = Monitor(settings)
-        super().__init__(self.monitor)
-
-    def evaluated_again(self, times: int = 2) -> Callable[[], bool]:
-        """A condition: this many more evaluations than now have completed."""
-        target = self.monitor.evaluations + times
-        return lambda: self.monitor.evaluations >= target
-
-
-@pytest.fixture
-def monitor_factory() -> Iterator[Callable[[Settings], RunningMonitor]]:
-    started: list[RunningMonitor] = []
-
-    def start(settings: Settings) -> RunningMonitor:
-        started.append(RunningMonitor(settings))
-        return started[-1]
-
-    yield start
-    for running in started:
-        if running.thread.is_alive():
-            running.stop()
-        assert running.error is None, running.error
 
 
 def store_of(settings: Settings) -> JoinStore:

@@ -1,6 +1,6 @@
 """The shipped dashboard and alert rules against a real Prometheus (Debian's package) scraping
-a real worker: every panel's expression parses and returns data, every rule loads and
-evaluates."""
+a real worker and a real monitor: every panel's expression parses and returns data, every rule
+loads and evaluates."""
 
 from __future__ import annotations
 
@@ -17,10 +17,14 @@ from typing import Any
 import pytest
 from kafka import KafkaProducer
 
-from tests.conftest import TopicReader, send_events, wait_until
+from tests.conftest import TopicReader, artifact_bytes, send_events, wait_until
+from tests.integration.lifecycle.conftest import send_labels
+from worker.models.artifacts import inspect_estimator
+from worker.models.profile import build_profile
+from worker.models.registry import Registry
 from worker.settings import Settings
 from worker.tools.stack import free_port
-from worker.tools.synthetic import feature_rows
+from worker.tools.synthetic import FEATURES, click_labels, feature_rows
 
 pytestmark = pytest.mark.integration
 DEPLOY = Path(__file__).resolve().parents[3] / "deploy"
@@ -98,33 +102,48 @@ def prometheus_for(tmp_path: Path) -> Iterator[Any]:
 
 def test_every_panel_returns_data_and_every_rule_evaluates(
     settings: Settings,
-    publish: Any,
+    registry: Registry,
     logistic: Any,
     producer: KafkaProducer,
     reader: TopicReader,
     worker_factory: Any,
+    monitor_factory: Any,
     prometheus_for: Any,
+    tmp_path: Path,
 ) -> None:
+    """A worker scoring v1 (published with a reference profile, so drift is measured) and a
+    monitor joining the clicks: every panel, the quality row too, has data."""
     started = time.monotonic()
-    publish(logistic, "v1")
-    worker = worker_factory(settings)
-    wait_until(lambda: worker.worker.health is not None, what="the worker's HTTP server")
-    prometheus = prometheus_for([f"127.0.0.1:{worker.worker.health.port}"])
-    wait_until(lambda: _up(prometheus), timeout=30, what="Prometheus scraping the worker")
-    ids = send_events(producer, settings.input_topic, feature_rows(300, seed=3))
+    settings = settings.replace(quality_interval_s=0.5)
+    rows = feature_rows(300, seed=3)
+    reference = build_profile(rows, FEATURES, logistic.predict_proba(rows)[:, 1])
+    info = inspect_estimator(logistic, FEATURES)
+    data = artifact_bytes(logistic, tmp_path)
+    registry.publish(data, "v1", info, reference=reference.to_json())
+    registry.activate("v1")
+    worker, monitor = worker_factory(settings), monitor_factory(settings).monitor
+    wait_until(lambda: worker.worker.health and monitor.health, what="the HTTP servers")
+    targets = [f"127.0.0.1:{part.health.port}" for part in (worker.worker, monitor)]
+    prometheus = prometheus_for(targets)
+    wait_until(lambda: _up(prometheus, 2), timeout=30, what="Prometheus scraping both")
+    ids = send_events(producer, settings.input_topic, rows)
     wait_until(lambda: reader.scored_ids() == set(ids), what="every event scored")
+    clicks = dict(zip(ids, click_labels(rows).tolist(), strict=True))
+    send_labels(producer, settings.labels_topic, clicks)
+    wait_until(lambda: prometheus.query("scorer_quality_auc"), what="quality figures scraped")
     time.sleep(3)  # a few more scrapes, so rate() over the panels' windows has two samples
 
     empty = [expr for expr in panel_expressions() if not prometheus.query(expr)]
     assert empty == []
     rules = [rule for group in prometheus.api("rules")["data"]["groups"] for rule in group["rules"]]
-    assert len(rules) >= 7
+    assert len(rules) >= 10
     assert {rule["health"] for rule in rules} == {"ok"}, rules
     print(f"dashboard test: {time.monotonic() - started:.1f} s")
 
 
-def _up(prometheus: Prometheus) -> bool:
+def _up(prometheus: Prometheus, targets: int) -> bool:
     try:
-        return any(s["value"][1] == "1" for s in prometheus.query('up{job="scorer"}'))
+        up = prometheus.query('up{job="scorer"}')
+        return bool(sum(s["value"][1] == "1" for s in up) == targets)
     except OSError:
         return False

@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 import pytest
 from kafka import KafkaProducer
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import (
@@ -20,6 +21,7 @@ from tests.conftest import (
     send_events,
     wait_until,
 )
+from worker.lifecycle.metrics import MonitorMetrics
 from worker.ops.metrics import KAFKA_OPERATIONS, REDIS_OPERATIONS
 from worker.settings import Settings
 from worker.stream.events import Reason
@@ -89,10 +91,13 @@ def watched_metric_names() -> set[str]:
 
 
 def assert_every_watched_series_exists(text: str) -> None:
-    """A fresh, ready worker that has scored nothing: every metric a dashboard or an alert
-    reads is there, and every labelled counter has each of its known labels, at 0 (Prometheus'
-    instrumentation guidance: no data must not stand for no errors)."""
-    families = {f.name: f for f in text_string_to_metric_families(text)}
+    """A fresh, ready worker that has scored nothing (and a fresh monitor): every metric a
+    dashboard or an alert reads is there, and every labelled counter has each of its known
+    labels, at 0 (Prometheus' instrumentation guidance: no data must not stand for no
+    errors)."""
+    # the quality rules and panels read the monitor's: a fresh one exports them from the start
+    monitor = generate_latest(MonitorMetrics().registry).decode()
+    families = {f.name: f for f in text_string_to_metric_families(text + monitor)}
     exported = set(families) | {name + "_total" for name in families}
     assert watched_metric_names() - exported == set()
     assert metric(text, "scorer_ready") == 1
