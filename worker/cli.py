@@ -47,6 +47,15 @@ _DESCRIPTION = (
 )
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """Descriptions wrapped to the terminal; the examples (an epilog) kept line by line."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if text.startswith("example"):
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -81,7 +90,17 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     run = commands.add_parser(
-        "run", parents=[common], help="run a worker process (or several under one supervisor)"
+        "run",
+        parents=[common],
+        help="run a worker process (or several under one supervisor)",
+        description="Join the consumer group on the input topic and score every event with the "
+        "active version (and the route's canary and shadows), writing one prediction per event "
+        "to the output topic. SIGTERM or Ctrl-C finishes the batch in hand, commits and leaves "
+        "the group; a second signal exits at once.",
+        epilog="examples:\n"
+        "  SCORER_KAFKA_BOOTSTRAP=kafka:9092 SCORER_REDIS_URL=redis://redis:6379/0 scorer run\n"
+        "  scorer run --processes auto --set metrics_port=9500   # one worker per core",
+        formatter_class=HelpFormatter,
     )
     run.add_argument(
         "--processes",
@@ -98,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Redis) with the version and route it applies, whether the fleet has converged, the "
         "group's lag per partition and the dead-letter count.",
         epilog="example: scorer status --json | jq '.workers[] | {worker_id, model_version}'",
+        formatter_class=HelpFormatter,
     )
     status.add_argument("--json", action="store_true", help="one JSON object, for tools")
     status.set_defaults(command=cmd_status, interactive=True)
@@ -111,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
         "the figures on /metrics, and aborts a failing canary or rolls back a failing new "
         "version when the guard_* settings say so. Run one or several: they share the work.",
         epilog="example: SCORER_GUARD_MIN_AUC=0.6 scorer monitor --set metrics_port=9465",
+        formatter_class=HelpFormatter,
     )
     monitor.set_defaults(command=cmd_monitor)
     quality = commands.add_parser(
@@ -121,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
         "the monitors joined), per arm, and, while a canary runs, its AUC against the "
         "primary's over the same span with a verdict: better, worse or inconclusive.",
         epilog="example: scorer quality --json | jq '.versions.v2.auc, .comparison.verdict'",
+        formatter_class=HelpFormatter,
     )
     quality.add_argument("--json", action="store_true", help="one JSON object, for tools")
     quality.set_defaults(command=cmd_quality, interactive=True)
@@ -128,14 +150,33 @@ def build_parser() -> argparse.ArgumentParser:
     _add_stack_commands(commands, common)
 
     demo = commands.add_parser(
-        "demo", parents=[common], help="the whole story on the embedded stack"
+        "demo",
+        parents=[common],
+        help="the whole story on the embedded stack",
+        description="Start a local broker and Redis, publish three versions, run two workers "
+        "with a canary and a shadow, stream synthetic events, promote the canary mid-stream and "
+        "report that every event was scored once, by which version.",
+        epilog="example: scorer demo --events 20000 --rate 2000",
+        formatter_class=HelpFormatter,
     )
     demo.add_argument("--events", type=int, default=20000)
     demo.add_argument("--rate", type=float, default=2000.0, help="events per second")
     _add_broker_flag(demo)
     demo.set_defaults(command=cmd_demo)
 
-    bench = commands.add_parser("bench", parents=[common], help="the benchmark")
+    bench = commands.add_parser(
+        "bench",
+        parents=[common],
+        help="the benchmark",
+        description="Measure the worker side by side with the raw broker passthrough (its "
+        "ceiling) on the embedded stack or, with --external, on the Kafka and Redis the "
+        "settings name; results go to --out as JSON and a chart.",
+        epilog="examples:\n"
+        "  scorer bench --rounds 5\n"
+        "  scorer bench --mode latency --rate 1000 --duration 20\n"
+        "  scorer bench --mode experiments --client confluent   # canary, shadow, drift cost",
+        formatter_class=HelpFormatter,
+    )
     bench.add_argument(
         "--mode",
         choices=["throughput", "latency", "swap", "backlog", "rebalance", "experiments"],
@@ -172,7 +213,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.set_defaults(command=cmd_bench)
 
-    loadgen = commands.add_parser("loadgen", parents=[common], help="synthetic feature events")
+    loadgen = commands.add_parser(
+        "loadgen",
+        parents=[common],
+        help="synthetic feature events",
+        description="Send synthetic ad-click feature events (20 features, keyed by event_id) to "
+        "the input topic, optionally with a share of malformed ones to see the dead-letter "
+        "topic at work.",
+        epilog="example: scorer loadgen --count 10000 --rate 500 --bad-fraction 0.01",
+        formatter_class=HelpFormatter,
+    )
     loadgen.add_argument("--count", type=int, required=True)
     loadgen.add_argument("--rate", type=float, default=0.0, help="events/s (0: unthrottled)")
     loadgen.add_argument("--bad-fraction", type=float, default=0.0)
@@ -196,7 +246,7 @@ def _add_model_commands(
         "  scorer model canary v3 --percent 10 --reason 'new click features'\n"
         "  scorer model promote        # or: scorer model abort --reason worse\n"
         "  scorer model rollback",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     registry.set_defaults(interactive=True)  # command_timeout_s, not startup_timeout_s
     model = registry.add_subparsers(required=True, metavar="ACTION")
@@ -255,9 +305,15 @@ def _add_model_commands(
 def _add_stack_commands(
     commands: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
 ) -> None:
-    stack = commands.add_parser("stack", help="the embedded broker and Redis").add_subparsers(
-        required=True, metavar="ACTION"
-    )
+    stack = commands.add_parser(
+        "stack",
+        help="the embedded broker and Redis",
+        description="A local Kafka-compatible broker (Apache Kafka when Java and its jars are "
+        "here, else Tansu) and redis-server on free loopback ports, for trying the worker "
+        "without installing anything else.",
+        epilog="example: eval $(scorer stack up | grep ^export) && scorer run",
+        formatter_class=HelpFormatter,
+    ).add_subparsers(required=True, metavar="ACTION")
     up = stack.add_parser("up", parents=[common], help="start them on free loopback ports")
     up.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
     up.add_argument("--kafka-port", type=int, default=0, help="0: any free port")
