@@ -112,6 +112,8 @@ def _cell(value: object, fmt: str) -> str:
 def _comparison_line(c: dict[str, Any]) -> str:
     if c["difference"] is None:
         figures = "AUC difference not measurable yet"
+    elif c["low"] is None:  # a side with fewer than two of a class: no variance yet
+        figures = f"AUC difference {c['difference']:+.4f} (no interval yet)"
     else:
         figures = f"AUC difference {c['difference']:+.4f} (95 % {c['low']:+.4f}..{c['high']:+.4f})"
     return (

@@ -122,8 +122,9 @@ def build_producer(settings: Settings, transactional_id: str | None = None) -> K
     )
 
 
-def ensure_topics(settings: Settings) -> None:
-    """Create missing topics; a broker that refuses creation is logged, not fatal."""
+def ensure_topics(settings: Settings, *, labels: bool = False) -> None:
+    """Create missing topics (the labels topic too for the monitor, which alone reads it); a
+    broker that refuses creation is logged, not fatal."""
     admin = _connect(KafkaAdminClient, settings)
     try:
         existing = set(admin.list_topics())
@@ -132,9 +133,8 @@ def ensure_topics(settings: Settings) -> None:
             settings.output_topic: settings.topic_partitions,
             settings.dlq_topic: settings.topic_partitions,
             settings.shadow_topic: settings.topic_partitions,
-            settings.labels_topic: settings.topic_partitions,
             settings.control_topic: 1,
-        }
+        } | ({settings.labels_topic: settings.topic_partitions} if labels else {})
         missing = [
             NewTopic(name, partitions, settings.topic_replication)
             for name, partitions in wanted.items()

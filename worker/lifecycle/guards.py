@@ -11,8 +11,9 @@ Each decision is taken once however many monitors run: a monitor first claims it
 (`SET NX` on a key naming the action, the version and when its role began), and the registry
 change itself only goes through while the version still holds that role (a WATCH
 transaction), so a person's change in between wins. Every action is recorded in the registry's
-change history with its figures, announced on the control topic, logged and counted; a version
-rolled back this way joins `<prefix>:guard:blocked`, which no automatic path re-activates.
+change history with its figures, announced on the control topic, logged and counted. A guard
+abort takes out the canary only (shadows stay). A version rolled back this way joins
+`<prefix>:guard:blocked`: a guard rollback never returns to one.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ ACTIONS: tuple[Action, ...] = ("abort", "rollback", "alert")
 GUARDS = ("min_auc", "max_logloss", "max_auc_drop", "max_error_rate", "max_psi")
 AUTHOR = "scorer-monitor"
 _CLAIM_TTL_S = 7 * 24 * 3600
+_LEASE_S = 60
 # A primary is judged for rollback only when someone chose it (an operator's activate, a
 # promote); one that a rollback brought back is not rolled back in turn, so a broken label
 # stream cannot walk the fleet down its whole history.
@@ -177,10 +179,15 @@ class GuardKeeper:
     def blocked_key(self) -> str:
         return f"{self._prefix}:blocked"
 
+    def blocked(self) -> frozenset[str]:
+        """Versions a guardrail rolled back: no automatic path activates them again."""
+        members = self._redis.smembers(self.blocked_key)
+        return frozenset(v.decode() if isinstance(v, bytes) else str(v) for v in members)
+
     def has_previous(self) -> bool:
-        """Whether a rollback has a version to return to."""
-        active = self._registry.active_version()
-        return any(version != active for version in self._registry.history())
+        """Whether a rollback has a version to return to (not one a guardrail took out)."""
+        active, blocked = self._registry.active_version(), self.blocked()
+        return any(v != active and v not in blocked for v in self._registry.history())
 
     def carry_out(self, decision: Decision) -> bool:
         """True if this monitor took the action (False: another did, or the state moved on)."""
@@ -201,6 +208,7 @@ class GuardKeeper:
                 self._announce(message)
             except Exception as exc:  # the change is in Redis: workers see it within active_poll_s
                 log.warning("guard.announce_failed", version=decision.version, error=str(exc))
+        self._redis.expire(self._claim_key(decision), _CLAIM_TTL_S)
         self._taken(decision.action)
         log.warning(
             "guard.action_taken" if decision.action != "alert" else "guard.alert",
@@ -221,15 +229,21 @@ class GuardKeeper:
             return route_message("abort", Route())
         if decision.action == "rollback":
             entry = self._registry.rollback(
-                AUTHOR, decision.reason, expect_active=decision.version, details=details
+                AUTHOR,
+                decision.reason,
+                expect_active=decision.version,
+                avoid=self.blocked(),
+                details=details,
             )
             self._redis.sadd(self.blocked_key, decision.version)
             return activation_message(entry)
         return None
 
     def _claim(self, decision: Decision) -> bool:
+        """A short lease first: a monitor that dies before it acts holds the decision only
+        for a minute; `carry_out` makes it last once the action is taken."""
         record = orjson.dumps({"reason": decision.reason, "figures": decision.figures})
-        return bool(self._redis.set(self._claim_key(decision), record, nx=True, ex=_CLAIM_TTL_S))
+        return bool(self._redis.set(self._claim_key(decision), record, nx=True, ex=_LEASE_S))
 
     def _claim_key(self, decision: Decision) -> str:
         return f"{self._prefix}:decided:{decision.action}:{decision.version}:{decision.since!r}"

@@ -14,7 +14,7 @@ Layout under P (`<registry_prefix>:quality`):
                       label_window_s); the sweep drops what is still unjoined then, counting it
   P:pairs:<version><US><arm>
                       sorted set: `<event_id><US><score><US><label>` -> joined at; trimmed to
-                      the newest quality_window members
+                      the newest quality_window members; gone RETENTION_S after its last join
   P:windows           set of `<version><US><arm>` that have pairs
   P:stats             hash of counters: predictions, labels, joined, conflicting_labels,
                       unlabelled, unmatched_labels
@@ -38,8 +38,13 @@ _SWEEP_LIMIT = 5000
 _CHUNK = 250  # records per script call
 T = TypeVar("T")
 
+# A version's window outlives its last join by this much, then leaves the report and /metrics.
+RETENTION_S = 7 * 24 * 3600
+
 # Shared by both scripts: record one labelled prediction in its version's window (1 if new).
-_RECORD = """
+_RECORD = (
+    f"local RETENTION_S = {RETENTION_S}\n"
+    + """
 local function record(prefix, window, version, arm, event_id, score, label, now)
   local name = version .. '\\31' .. arm
   local added = redis.call('ZADD', prefix .. ':pairs:' .. name, 'NX', now,
@@ -47,6 +52,7 @@ local function record(prefix, window, version, arm, event_id, score, label, now)
   if added == 1 then
     redis.call('SADD', prefix .. ':windows', name)
     redis.call('ZREMRANGEBYRANK', prefix .. ':pairs:' .. name, 0, -(window + 1))
+    redis.call('EXPIRE', prefix .. ':pairs:' .. name, RETENTION_S)
   end
   return added
 end
@@ -70,6 +76,7 @@ local function count(prefix, name, n)
 end
 local prefix, window, window_s, now = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 """
+)
 
 # ARGV: prefix, quality_window, label_window_s, now, then (event_id, version, arm, score) per
 # prediction. A repeat (a replayed batch, or a redelivered event rescored) changes nothing: the
@@ -181,6 +188,18 @@ class Window:
     labels: np.ndarray
     joined_at: np.ndarray
 
+    def joined_since(self, start: float) -> Window:
+        """The pairs joined at or after `start`."""
+        keep = int(np.searchsorted(self.joined_at, start, side="left"))
+        return Window(
+            self.version,
+            self.arm,
+            self.event_ids[keep:],
+            self.scores[keep:],
+            self.labels[keep:],
+            self.joined_at[keep:],
+        )
+
 
 class JoinStore:
     def __init__(
@@ -232,9 +251,16 @@ class JoinStore:
 
     def windows(self) -> list[tuple[str, str]]:
         """(version, arm) of every window with pairs, sorted."""
-        names = self._redis.smembers(f"{self.prefix}:windows")
-        split = (_text(name).partition(SEP) for name in names)
-        return sorted((version, arm) for version, _, arm in split)
+        key = f"{self.prefix}:windows"
+        names = sorted(_text(name) for name in self._redis.smembers(key))
+        pipe = self._redis.pipeline(transaction=False)
+        for name in names:
+            pipe.exists(f"{self.prefix}:pairs:{name}")
+        live = [name for name, exists in zip(names, pipe.execute(), strict=True) if exists]
+        if gone := set(names) - set(live):  # retired: their windows expired
+            self._redis.srem(key, *gone)
+        split = (name.partition(SEP) for name in live)
+        return [(version, arm) for version, _, arm in split]
 
     def window(self, version: str, arm: str, since: float = 0.0) -> Window:
         """The pairs of a version's arm joined at or after `since`."""

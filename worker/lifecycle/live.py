@@ -33,7 +33,8 @@ class Live:
     @property
     def max_psi(self) -> float | None:
         """The largest PSI of any feature or of the score (None: not measured)."""
-        values = [*(self.psi or {}).values(), *([self.score_psi] if self.score_psi else [])]
+        score = [self.score_psi] if self.score_psi is not None else []
+        values = [*(self.psi or {}).values(), *score]
         return max(values) if values else None
 
     def as_json(self) -> dict[str, Any]:
@@ -55,10 +56,17 @@ class Live:
 
 
 def live_figures(
-    usage: UsageStore, registry: Registry, version: str, error_rows: int, now: float
+    usage: UsageStore,
+    registry: Registry,
+    version: str,
+    error_rows: int,
+    now: float,
+    *,
+    since: float = 0.0,
 ) -> Live:
-    """`error_rows`: the error rate covers the newest buckets holding at least this many."""
-    window = usage.read(version, now)
+    """Over drift_window_s, or since `since` if later. `error_rows`: the error rate covers
+    the newest buckets holding at least this many rows."""
+    window = usage.read(version, now, since)
     recent = window.newest(error_rows)
     profile = reference_profile(registry, version)
     if profile is None:

@@ -77,7 +77,7 @@ class Monitor:
         self.health.start()
         try:
             client = connect_redis(settings)
-            ensure_topics(settings)
+            ensure_topics(settings, labels=True)
             store = JoinStore(
                 client, settings.registry_prefix, settings.label_window_s, settings.quality_window
             )
@@ -116,7 +116,11 @@ class Monitor:
 
     def _join(self, store: JoinStore) -> None:
         settings = self.settings
-        raw = build_consumer(settings, group_id=settings.monitor_group_id)
+        # read_committed whatever the workers' guarantee: an exactly-once worker's aborted
+        # batch is scored again, and only the committed predictions may be joined
+        raw = build_consumer(
+            settings, group_id=settings.monitor_group_id, isolation_level="read_committed"
+        )
         raw.subscribe([settings.output_topic, settings.shadow_topic, settings.labels_topic])
         consumer = KafkaPythonConsumer(raw)
         failures = 0
@@ -154,13 +158,13 @@ class Monitor:
             self.settings.labels_topic,
             self.settings.max_event_bytes,
         )
-        self._count_rejects(batch)
         try:
             joined = store.add(batch.predictions, batch.labels, time.time())
         except redis.RedisError as exc:
             self._redis_failed("monitor.redis_unavailable", exc)
             return False
         self._redis_ok()
+        self._count_rejects(batch)  # once the batch is in: a batch read again is not counted twice
         self.metrics.records.labels("prediction").inc(len(batch.predictions))
         self.metrics.records.labels("label").inc(len(batch.labels))
         self.metrics.joined.inc(joined)
@@ -194,6 +198,7 @@ class Monitor:
         while not self._stopping.wait(self.settings.quality_interval_s):
             try:
                 self.evaluate(store, usage, registry, keeper)
+                self._redis_ok()  # Redis answered: ready again, even with no records flowing
             except redis.RedisError as exc:
                 self._redis_failed("monitor.evaluate_failed", exc)
             except Exception:  # a bug must not end the guardrails silently: log, try again

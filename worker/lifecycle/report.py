@@ -47,7 +47,8 @@ class Judged:
     quality: Quality
     live: Live | None = None  # error rate and drift on live data (no labels needed)
     comparison: Comparison | None = None  # canary only: against the primary...
-    baseline: Quality | None = None  # ...whose figures over the same span these are
+    baseline: Quality | None = None  # ...whose figures over the compared span these are
+    compared: Quality | None = None  # the canary's own over that span
     started_by: str = ""  # the change that gave the role: canary, activate, promote, rollback
 
 
@@ -70,14 +71,14 @@ class Report:
             "route": self.route.as_json(),
             "versions": self.versions,
             "comparison": None
-            if canary is None or canary.comparison is None or canary.baseline is None
+            if canary is None or canary.baseline is None or canary.compared is None
             else {
                 "canary": canary.version,
                 "primary": self.active_version,
                 "since": canary.since,
-                "canary_labelled": canary.quality.labelled,
+                "canary_labelled": canary.compared.labelled,
                 "primary_labelled": canary.baseline.labelled,
-                **canary.comparison.as_json(),
+                **(canary.comparison.as_json() if canary.comparison else {}),
             },
             "joins": self.joins,
             "settings": self.settings,
@@ -100,7 +101,7 @@ def build_report(
     except RegistryError:
         route = Route()
     threshold = settings.decision_threshold
-    judge = _Judge(store, threshold, registry.changes(CHANGES_LIMIT))
+    judge = _Judge(store, usage, registry, settings, now, registry.changes(CHANGES_LIMIT))
     serving = (active, *route.versions, *usage.versions(now))
     by_version: dict[str, list[Window]] = {v: [] for v in serving if v}
     for version, arm in store.windows():
@@ -108,9 +109,7 @@ def build_report(
     versions: dict[str, dict[str, Any]] = {}
     for version, windows in sorted(by_version.items()):
         kind = judge.kinds[version] = _kind(registry, version)
-        live = judge.live[version] = live_figures(
-            usage, registry, version, settings.guard_min_labels, now
-        )
+        live = live_figures(usage, registry, version, settings.guard_min_labels, now)
         versions[version] = {
             "role": _role(version, active, route),
             **_version_entry(version, windows, kind, threshold),
@@ -172,16 +171,20 @@ class _Judge:
     """A version's figures in its role, since the role began."""
 
     store: JoinStore
-    threshold: float
+    usage: UsageStore
+    registry: Registry
+    settings: Settings
+    now: float
     changes: list[dict[str, Any]]
     kinds: dict[str, ModelKind] = field(default_factory=dict)
-    live: dict[str, Live] = field(default_factory=dict)
 
     def judged(self, version: str, arm: str, since: float, started_by: str = "") -> Judged:
-        kind = self.kinds.get(version, "classifier")
-        window = self.store.window(version, arm, since)
-        quality = quality_of(window, kind, self.threshold)
-        return Judged(version, arm, since, quality, self.live.get(version), started_by=started_by)
+        """Labelled figures and live ones (errors, drift), both since the role began: a
+        version back on canary is not judged on its rows of last time."""
+        rows = self.settings.guard_min_labels
+        live = live_figures(self.usage, self.registry, version, rows, self.now, since=since)
+        quality = self._quality(self.store.window(version, arm, since), version)
+        return Judged(version, arm, since, quality, live, started_by=started_by)
 
     def primary(self, active: str | None) -> Judged | None:
         if active is None:
@@ -189,18 +192,29 @@ class _Judge:
         return self.judged(active, "primary", *role_started(self.changes, PRIMARY_ACTIONS, active))
 
     def canary(self, route: Route, active: str | None) -> Judged | None:
-        """The canary, compared with the primary over the same span when both classify."""
+        """The canary, compared with the primary over the same span when both classify: from
+        when the canary began, or later where either window was trimmed to quality_window
+        (the primary fills its window several times faster)."""
         if route.canary is None:
             return None
         version = route.canary.version
         judged = self.judged(version, "canary", *role_started(self.changes, ("canary",), version))
         if active is None or not isinstance(judged.quality, ClassifierQuality):
             return judged
-        baseline = self.judged(active, "primary", judged.since).quality
-        if not isinstance(baseline, ClassifierQuality):
+        canary = self.store.window(version, "canary", judged.since)
+        primary = self.store.window(active, "primary", judged.since)
+        firsts = [float(w.joined_at[0]) for w in (canary, primary) if len(w.joined_at)]
+        start = max([judged.since, *firsts])
+        ours = self._quality(canary.joined_since(start), version)
+        baseline = self._quality(primary.joined_since(start), active)
+        if not isinstance(ours, ClassifierQuality) or not isinstance(baseline, ClassifierQuality):
             return judged
-        comparison = compare_auc(judged.quality, baseline)
-        return dataclasses.replace(judged, comparison=comparison, baseline=baseline)
+        comparison = compare_auc(ours, baseline)
+        return dataclasses.replace(judged, comparison=comparison, baseline=baseline, compared=ours)
+
+    def _quality(self, window: Window, version: str) -> Quality:
+        kind = self.kinds.get(version, "classifier")
+        return quality_of(window, kind, self.settings.decision_threshold)
 
 
 def _role(version: str, active: str | None, route: Route) -> str:

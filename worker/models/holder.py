@@ -44,9 +44,15 @@ def load_version(registry: Registry, version: str, signing_key: str) -> LoadedMo
     info = inspect_estimator(estimator, entry.features)  # refuses features that differ
     score = score_function(estimator, info.kind)
     warm_up(score, len(info.features))
-    return LoadedModel(
-        version, entry.sha256, info.features, info.kind, score, reference_profile(registry, version)
-    )
+    profile = reference_profile(registry, version)
+    if profile is not None and profile.features != info.features:
+        log.warning(
+            "model.reference_mismatch",
+            model_version=version,
+            error="the reference profile's features are not the model's: drift not measured",
+        )
+        profile = None
+    return LoadedModel(version, entry.sha256, info.features, info.kind, score, profile)
 
 
 def reference_profile(registry: Registry, version: str) -> ReferenceProfile | None:

@@ -199,13 +199,15 @@ class Registry:
         reason: str = "",
         *,
         expect_active: str | None = None,
+        avoid: frozenset[str] = frozenset(),
         details: dict[str, object] | None = None,
     ) -> RegistryEntry:
         """Activate the most recent earlier version than the active one, dropping newer history.
 
         The history head is normally the active version; if the key was set by hand, the head
         is the last version activated through the registry, and rollback returns to it.
-        With `expect_active` (a guardrail's decision), only while that version is active.
+        With `expect_active` (a guardrail's decision), only while that version is active;
+        versions in `avoid` (ones a guardrail took out) are passed over.
         """
 
         def swap(pipe: redis.client.Pipeline) -> str:
@@ -214,7 +216,9 @@ class Registry:
                 raise RegistryError(f"{expect_active} is no longer the active version")
             history = pipe.lrange(self._history_key, 0, -1)
             skip = 0
-            while skip < len(history) and history[skip] == active:
+            while skip < len(history) and (
+                history[skip] == active or _text(history[skip]) in avoid
+            ):
                 skip += 1
             if skip == len(history):
                 raise RegistryError("no earlier version to roll back to")
@@ -224,7 +228,10 @@ class Registry:
             pipe.set(self.active_key, target)
             pipe.ltrim(self._history_key, skip, -1)
             self._store_route(pipe, route)
-            self._record(pipe, "rollback", by, reason, version=target, **(details or {}))
+            record = details or {}
+            if expect_active is not None:
+                record = {"rolled_back": expect_active, **record}
+            self._record(pipe, "rollback", by, reason, version=target, **record)
             return target
 
         return self.entry(self._watching(swap, self._history_key))
@@ -303,7 +310,8 @@ class Registry:
         details: dict[str, object] | None = None,
     ) -> Route:
         """Canary and shadows off; the route that was in place is returned. With
-        `expect_canary` (a guardrail's decision), only while that version is the canary."""
+        `expect_canary` (a guardrail's decision), only that canary goes, only while it is the
+        canary, and the shadows stay."""
 
         def change(pipe: redis.client.Pipeline) -> Route:
             route = self._route_in(pipe)
@@ -314,7 +322,7 @@ class Registry:
             ):
                 raise RegistryError(f"{expect_canary} is no longer the canary")
             pipe.multi()
-            self._store_route(pipe, Route())
+            self._store_route(pipe, Route(None, route.shadow) if expect_canary else Route())
             self._record(pipe, "abort", by, reason, aborted=route.as_json(), **(details or {}))
             return route
 

@@ -116,9 +116,11 @@ class UsageStore:
         names = self._redis.zrangebyscore(self._versions_key, now - self.window_s, "+inf")
         return sorted(name.decode() if isinstance(name, bytes) else str(name) for name in names)
 
-    def read(self, version: str, now: float) -> UsageWindow:
+    def read(self, version: str, now: float, since: float = 0.0) -> UsageWindow:
+        """The buckets of the last window_s, or from the one holding `since` if later."""
         newest = int(now // BUCKET_S)
-        buckets = range(newest, newest - int(self.window_s // BUCKET_S) - 1, -1)
+        oldest = max(newest - int(self.window_s // BUCKET_S), int(since // BUCKET_S))
+        buckets = range(newest, oldest - 1, -1)
         pipe = self._redis.pipeline(transaction=False)
         for number in buckets:
             pipe.hgetall(f"{self._prefix}:{version}:{number}")

@@ -5,12 +5,20 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+import pytest
 from kafka import KafkaProducer
 
-from worker.infra.clients import connect_redis
+from worker.infra.clients import connect_redis, ensure_topics
 from worker.lifecycle.join import JoinStore
 from worker.models.registry import Registry
 from worker.settings import Settings
+
+
+@pytest.fixture
+def labels_topic(settings: Settings) -> str:
+    """Created before a test sends labels: the monitor that would create it may not be up."""
+    ensure_topics(settings, labels=True)
+    return settings.labels_topic
 
 
 def store_of(settings: Settings) -> JoinStore:

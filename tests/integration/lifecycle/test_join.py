@@ -3,6 +3,7 @@ GuardKeeper carrying out a decision once across monitors, against a real registr
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -10,10 +11,13 @@ import orjson
 import pytest
 import redis
 
+from worker.infra.clients import connect_redis
 from worker.lifecycle.guards import AUTHOR, Action, Decision, GuardKeeper
 from worker.lifecycle.join import JoinStore, Swept
 from worker.lifecycle.records import Label, Prediction
+from worker.lifecycle.report import build_report
 from worker.models.registry import Registry
+from worker.models.usage import UsageStore
 from worker.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -226,12 +230,14 @@ def _decision(action: Action, version: str) -> Decision:
 def test_two_monitors_abort_a_breaching_canary_once(
     keepers: tuple[Keeper, Keeper], registry: Registry, publish: Callable[..., None], logistic: Any
 ) -> None:
-    publish(logistic, "v1")
-    publish(logistic, "v2", activate=False)
+    """...and only the canary: a shadow being tried stays."""
+    for version in ("v1", "v2", "v4"):
+        publish(logistic, version, activate=version == "v1")
     registry.set_canary("v2", 10)
+    registry.set_shadow(["v4"])
     taken = [k.keeper.carry_out(_decision("abort", "v2")) for k in keepers]
     assert sorted(taken) == [False, True]
-    assert registry.route().empty
+    assert registry.route().as_json() == {"shadow": ["v4"]}
     aborts = [c for c in registry.changes() if c["action"] == "abort"]
     assert len(aborts) == 1
     assert aborts[0]["by"] == AUTHOR == "scorer-monitor"
@@ -276,6 +282,22 @@ def test_a_fresh_primary_is_rolled_back_once_and_blocked(
     assert redis_client.smembers(monitor.keeper.blocked_key) == {b"v2"}
     assert [(m["type"], m["version"]) for m in monitor.announced] == [("activate", "v1")]
     assert (monitor.taken, other.taken, other.announced) == (["rollback"], [], [])
+    assert newest["rolled_back"] == "v2"
+
+
+def test_a_guard_rollback_never_returns_to_a_version_a_guard_took_out(
+    keepers: tuple[Keeper, Keeper], registry: Registry, publish: Callable[..., None], logistic: Any
+) -> None:
+    """v2 was rolled back by a guard; v3, activated after it, fails too: back to v1."""
+    for version in ("v1", "v2"):
+        publish(logistic, version)
+    monitor = keepers[0]
+    assert monitor.keeper.carry_out(_decision("rollback", "v2"))
+    registry.activate("v2", by="alice")  # a person may bring it back
+    publish(logistic, "v3")
+    assert monitor.keeper.carry_out(_decision("rollback", "v3"))
+    assert registry.active_version() == "v1"
+    assert monitor.keeper.blocked() == {"v2", "v3"}
 
 
 def test_an_alert_changes_nothing_in_the_registry_and_is_taken_once(
@@ -291,3 +313,30 @@ def test_an_alert_changes_nothing_in_the_registry_and_is_taken_once(
     assert registry.changes() == changes
     assert (monitor.announced, other.announced) == ([], [])
     assert (monitor.taken, other.taken) == (["alert"], [])
+
+
+def test_the_canary_is_compared_with_the_primary_over_one_span_when_windows_are_trimmed(
+    settings: Settings, registry: Registry, publish: Callable[..., None], logistic: Any
+) -> None:
+    """The primary fills its window faster: once trimmed to quality_window it starts later
+    than the canary's, and the comparison cuts the canary's pairs to the same start."""
+    publish(logistic, "v1")
+    publish(logistic, "v2", activate=False)
+    registry.set_canary("v2", 20)
+    small = settings.replace(quality_window=50)
+    store = JoinStore(connect_redis(small), small.registry_prefix, 600, 50)
+    start = time.time() + 10  # after the canary was set
+
+    def joined(version: str, arm: str, times: range) -> None:
+        for t in times:
+            event_id = f"{version}-{t}"
+            store.add([Prediction(event_id, version, arm, (t % 7) / 7)], [], start + t)
+            store.add([], [Label(event_id, float(t % 2))], start + t)
+
+    joined("v1", "primary", range(1, 401))  # kept: 351..400
+    joined("v2", "canary", range(300, 380))  # kept: 330..379
+    usage = UsageStore(connect_redis(small), small.registry_prefix, small.drift_window_s)
+    report = build_report(store, usage, registry, small, now=start + 500).as_json()
+    comparison = report["comparison"]
+    assert (comparison["canary_labelled"], comparison["primary_labelled"]) == (29, 50)
+    assert report["versions"]["v2"]["arms"]["canary"]["labelled"] == 50

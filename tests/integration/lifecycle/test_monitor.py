@@ -29,7 +29,7 @@ from worker.models.registry import Registry
 from worker.settings import Settings
 from worker.tools.synthetic import click_labels, event_bytes, feature_rows
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("labels_topic")]
 
 GUARDED = {"guard_min_labels": 200, "guard_min_auc": 0.6, "quality_interval_s": 0.5}
 

@@ -19,6 +19,7 @@ from kafka import KafkaProducer
 
 from tests.conftest import TopicReader, artifact_bytes, send_events, wait_until
 from tests.integration.lifecycle.conftest import send_labels
+from worker.infra.clients import ensure_topics
 from worker.models.artifacts import inspect_estimator
 from worker.models.profile import build_profile
 from worker.models.registry import Registry
@@ -119,6 +120,7 @@ def test_every_panel_returns_data_and_every_rule_evaluates(
     reference = build_profile(rows, FEATURES, logistic.predict_proba(rows)[:, 1])
     info = inspect_estimator(logistic, FEATURES)
     data = artifact_bytes(logistic, tmp_path)
+    ensure_topics(settings, labels=True)  # before the clicks, whenever the monitor starts
     registry.publish(data, "v1", info, reference=reference.to_json())
     registry.activate("v1")
     worker, monitor = worker_factory(settings), monitor_factory(settings).monitor

@@ -92,3 +92,22 @@ def test_the_canary_line_names_the_verdict_and_its_test() -> None:
 
 def test_no_windows_says_where_they_come_from() -> None:
     assert "is `scorer monitor` running?" in render_quality(report(versions={}))
+
+
+def test_a_comparison_without_an_interval_yet_is_said_so() -> None:
+    """Early in a canary one side may hold fewer than two of a class: a difference, no
+    interval."""
+    comparison = {
+        "canary": "v2",
+        "primary": "v1",
+        "canary_labelled": 3,
+        "primary_labelled": 40,
+        "difference": 0.1,
+        "low": None,
+        "high": None,
+        "verdict": "inconclusive",
+        "test": "DeLong AUC difference, unpaired, 95 % interval",
+    }
+    assert "+0.1000 (no interval yet): INCONCLUSIVE" in render_quality(
+        report(comparison=comparison)
+    )
