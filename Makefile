@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test lint install kafka tools clean
+.PHONY: demo test soak lint install kafka tools clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ lint: $(INSTALLED)
 
 test: lint kafka tools
 	$(BIN)/pytest
+
+# Long end-to-end runs kept out of `make test` (and CI): the quality demo's timings.
+soak: kafka
+	$(BIN)/pytest -m soak -s
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .scorer

@@ -156,11 +156,22 @@ def build_parser() -> argparse.ArgumentParser:
         description="Start a local broker and Redis, publish three versions, run two workers "
         "with a canary and a shadow, stream synthetic events, promote the canary mid-stream and "
         "report that every event was scored once, by which version.",
-        epilog="example: scorer demo --events 20000 --rate 2000",
+        epilog="examples:\n"
+        "  scorer demo --events 20000 --rate 2000\n"
+        "  scorer demo --quality --rate 500 --label-delay 2",
         formatter_class=HelpFormatter,
     )
     demo.add_argument("--events", type=int, default=20000)
-    demo.add_argument("--rate", type=float, default=2000.0, help="events per second")
+    demo.add_argument("--rate", type=float, help="events per second (default 2000; --quality: 500)")
+    demo.add_argument(
+        "--quality",
+        action="store_true",
+        help="the model lifecycle instead: clicks arrive later, the monitor judges, a better "
+        "canary is promoted on its verdict and a broken one aborted on its own",
+    )
+    demo.add_argument(
+        "--label-delay", type=float, default=2.0, help="--quality: seconds until a click arrives"
+    )
     _add_broker_flag(demo)
     demo.set_defaults(command=cmd_demo)
 
@@ -499,6 +510,10 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    if args.quality:
+        from worker.tools.demo_quality import run_quality_demo
+
+        return run_quality_demo(args.rate or 500.0, args.label_delay, args.broker, timeout_s=120)
     from worker.tools.demo import run_demo
 
-    return run_demo(settings, args.events, args.rate, args.broker)
+    return run_demo(settings, args.events, args.rate or 2000.0, args.broker)

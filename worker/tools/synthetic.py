@@ -25,9 +25,18 @@ def feature_rows(n: int, seed: int = 0) -> np.ndarray:
 
 def click_labels(rows: np.ndarray, seed: int = 0) -> np.ndarray:
     """About 1 in 8 positive: a logistic signal with noise, like a click-through rate."""
-    logits = rows @ _TRUE_WEIGHTS / 2 - 2.0
     noise = np.random.default_rng(seed + 1).logistic(size=len(rows))
-    return (logits + noise > 0).astype(int)
+    return (_click_logits(rows) + noise > 0).astype(int)
+
+
+def click_probability(rows: np.ndarray) -> np.ndarray:
+    """The true click probability behind `click_labels` (logistic noise: the sigmoid)."""
+    probability: np.ndarray = 1 / (1 + np.exp(-_click_logits(rows)))
+    return probability
+
+
+def _click_logits(rows: np.ndarray) -> np.ndarray:
+    return rows @ _TRUE_WEIGHTS / 2 - 2.0
 
 
 def train(kind: str, n: int = 4000, seed: int = 0) -> object:
