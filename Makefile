@@ -39,7 +39,8 @@ lint: $(INSTALLED)
 test: lint kafka tools
 	$(BIN)/pytest
 
-# Long end-to-end runs kept out of `make test` (and CI): the quality demo's timings.
+# Long end-to-end runs kept out of `make test` (and CI): the quality demo's timings and the
+# false-alarm check (a healthy canary for SOAK_SECONDS, default 600, never aborted).
 soak: kafka
 	$(BIN)/pytest -m soak -s
 
