@@ -82,18 +82,21 @@ def breached_guards(judged: Judged, settings: Settings) -> dict[str, str]:
             f"log loss {quality.logloss:.4f} > guard_max_logloss {settings.guard_max_logloss:g}"
         )
     comparison = judged.comparison
+    # The whole interval below -drop, not the point estimate: the figures are tested again at
+    # every evaluation, and a 95 % interval that merely excludes zero was seen to abort a
+    # healthy canary within ten minutes (make soak) on a 0.020 dip it was judged on over and
+    # over. Below -drop, a chance dip would have to be that much deeper.
     if (
         settings.guard_max_auc_drop
         and comparison is not None
         and comparison.high is not None
         and comparison.difference is not None
-        and comparison.high < 0
-        and -comparison.difference > settings.guard_max_auc_drop
+        and comparison.high < -settings.guard_max_auc_drop
     ):
         found["max_auc_drop"] = (
-            f"AUC {-comparison.difference:.4f} below the primary's (95 % interval "
-            f"{comparison.low:.4f}..{comparison.high:.4f}) > guard_max_auc_drop "
-            f"{settings.guard_max_auc_drop:g}"
+            f"AUC {-comparison.difference:.4f} below the primary's (95 % interval of the "
+            f"difference {comparison.low:.4f}..{comparison.high:.4f}, wholly below "
+            f"-guard_max_auc_drop {-settings.guard_max_auc_drop:g})"
         )
     return found
 
