@@ -39,7 +39,6 @@ log = structlog.get_logger(__name__)
 
 Action = Literal["abort", "rollback", "alert"]
 ACTIONS: tuple[Action, ...] = ("abort", "rollback", "alert")
-GUARDS = ("min_auc", "max_logloss", "max_auc_drop", "max_error_rate", "max_psi")
 AUTHOR = "scorer-monitor"
 _CLAIM_TTL_S = 7 * 24 * 3600
 _LEASE_S = 60

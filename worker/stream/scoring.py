@@ -134,9 +134,10 @@ def _score_arms_together(
     out.counts[labels[0]] += len(decoded.accepted) - on
     out.counts[labels[1]] += on
     out.timings += timings
-    for model, rows in ((primary, ~on_canary), (canary, on_canary)):
-        bins = _reference_bins(model, decoded.matrix, scores, rows)
-        out.note_usage(model, int(rows.sum()), bins=bins)
+    for model, rows, label in ((primary, ~on_canary, labels[0]), (canary, on_canary, labels[1])):
+        out.note_usage(
+            model, out.counts[label], bins=_reference_bins(model, decoded.matrix, scores, rows)
+        )
     return True
 
 
