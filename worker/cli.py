@@ -185,12 +185,13 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n"
         "  scorer bench --rounds 5\n"
         "  scorer bench --mode latency --rate 1000 --duration 20\n"
-        "  scorer bench --mode experiments --client confluent   # canary, shadow, drift cost",
+        "  scorer bench --mode experiments --client confluent   # canary, shadow, drift cost\n"
+        "  scorer bench --mode monitor   # scorer monitor beside the worker, join memory",
         formatter_class=HelpFormatter,
     )
     bench.add_argument(
         "--mode",
-        choices=["throughput", "latency", "swap", "backlog", "rebalance", "experiments"],
+        choices=["throughput", "latency", "swap", "backlog", "rebalance", "experiments", "monitor"],
         default="throughput",
     )
     bench.add_argument(

@@ -14,6 +14,9 @@ joins are not counted. Modes:
 - backlog: peak RSS while one worker drains a large queued backlog.
 - rebalance: group changes under a steady stream, per client and group option
   (bench_rebalance.py).
+- experiments: what a canary, a shadow and drift counts cost (bench_experiments.py).
+- monitor: `scorer monitor` joining the worker's predictions to their labels, beside the
+  worker's own rate, and the memory a join window holds (bench_monitor.py).
 """
 
 from __future__ import annotations
@@ -215,10 +218,12 @@ def run_worker(
     processes: int = 1,
     exactly_once: bool = False,
     route: Route | None = None,
+    output: str | None = None,
 ) -> RunResult:
     """One `scorer run` over the pre-filled topic, with `model` active and, if given, a route
-    (its own keys, so runs side by side never share one)."""
-    output = bench.topic("bench-out")
+    (its own keys, so runs side by side never share one), into `output` (a new topic if not
+    given)."""
+    output = output or bench.topic("bench-out")
     guarantee = "exactly-once" if exactly_once else "at-least-once"
     tag = uuid.uuid4().hex[:6]
     active_key, route_key = f"bench:active:{tag}", f"bench:route:{tag}"
@@ -686,6 +691,13 @@ def run_bench(settings: Settings, options: BenchOptions, mode: str) -> int:
             key = f"experiments ({options.client}, {bench.broker_name})"
             result = {key: {"machine": result["machine"], **experiments}}
             print(render_experiments(experiments))
+        elif mode == "monitor":
+            from worker.tools.bench_monitor import render_monitor, run_monitor_bench
+
+            monitor = run_monitor_bench(bench)
+            key = f"monitor ({options.client}, {bench.broker_name})"
+            result = {key: {"machine": result["machine"], **monitor}}
+            print(render_monitor(monitor))
         elif mode == "rebalance":
             from worker.tools.bench_rebalance import render_rebalance, run_rebalance, scenarios
 

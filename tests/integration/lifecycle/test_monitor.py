@@ -1,7 +1,8 @@
 """`scorer monitor` on the real broker and Redis: labels joined to a real worker's predictions,
 figures equal to scikit-learn's on the same pairs, a broken canary aborted by the guardrails,
 a fresh primary rolled back once by two monitors, nothing done below guard_min_labels, a
-SIGKILLed monitor that loses no join, and malformed labels counted."""
+SIGKILLed monitor that loses no join, a Redis outage that loses none either, and malformed
+labels counted."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from kafka import KafkaProducer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss, recall_score, roc_auc_score
 
-from tests.conftest import TopicReader, run_scorer, wait_until
+from tests.conftest import RedisServer, TopicReader, run_scorer, wait_until
 from tests.integration.lifecycle.conftest import (
     guard_changes,
     send_labels,
@@ -185,3 +186,33 @@ def test_malformed_labels_are_counted_and_the_monitor_goes_on(
     assert counts == {"invalid_json": 2, "missing_event_id": 1}
     assert malformed.labels("invalid_label")._value.get() == 1
     assert running.monitor.readiness().ready
+
+
+def test_a_redis_outage_reads_the_batches_again_and_joins_them_once_redis_is_back(
+    settings: Settings, producer: KafkaProducer, monitor_factory: Any, redis_server: RedisServer
+) -> None:
+    """The batch Redis refused and the one polled while it was applying are both read again:
+    no pair is lost, none is counted twice."""
+    running = monitor_factory(settings)
+    wait_until(lambda: running.monitor.readiness().ready, what="the monitor in its group")
+    scores = {f"r-{i}": i / 400 for i in range(400)}
+    redis_server.stop()
+    try:
+        for start in range(0, len(scores), 100):  # several batches, in flight one after another
+            chunk = list(scores)[start : start + 100]
+            send_predictions(
+                producer, settings.output_topic, "v1", "primary", {e: scores[e] for e in chunk}
+            )
+            send_labels(producer, settings.labels_topic, {e: 1 for e in chunk})
+        wait_until(lambda: running.monitor.redis_error is not None, what="the outage noticed")
+        readiness = running.monitor.readiness()
+        assert not readiness.ready and "Redis unavailable" in readiness.reason
+        assert running.monitor.metrics.redis_errors._value.get() >= 1
+    finally:
+        redis_server.start()
+    store = store_of(settings)
+    wait_until(lambda: store.stats().get("joined") == len(scores), what="every pair joined")
+    window = store.window("v1", "primary")
+    assert dict(zip(window.event_ids, window.scores.tolist(), strict=True)) == scores
+    assert store.stats()["predictions"] == store.stats()["labels"] == len(scores)
+    wait_until(lambda: running.monitor.readiness().ready, what="ready again")
