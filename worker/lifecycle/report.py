@@ -101,11 +101,12 @@ def build_report(
     except RegistryError:
         route = Route()
     threshold = settings.decision_threshold
-    judge = _Judge(store, usage, registry, settings, now, registry.changes(CHANGES_LIMIT))
+    read = {(version, arm): store.window(version, arm) for version, arm in store.windows()}
+    judge = _Judge(read, usage, registry, settings, now, registry.changes(CHANGES_LIMIT))
     serving = (active, *route.versions, *usage.versions(now))
     by_version: dict[str, list[Window]] = {v: [] for v in serving if v}
-    for version, arm in store.windows():
-        by_version.setdefault(version, []).append(store.window(version, arm))
+    for (version, _), window in read.items():
+        by_version.setdefault(version, []).append(window)
     versions: dict[str, dict[str, Any]] = {}
     for version, windows in sorted(by_version.items()):
         kind = judge.kinds[version] = _kind(registry, version)
@@ -168,9 +169,10 @@ def _version_entry(
 
 @dataclass
 class _Judge:
-    """A version's figures in its role, since the role began."""
+    """A version's figures in its role, since the role began, from the windows the report
+    read (each is read from Redis once per report)."""
 
-    store: JoinStore
+    windows: dict[tuple[str, str], Window]
     usage: UsageStore
     registry: Registry
     settings: Settings
@@ -183,7 +185,7 @@ class _Judge:
         version back on canary is not judged on its rows of last time."""
         rows = self.settings.guard_min_labels
         live = live_figures(self.usage, self.registry, version, rows, self.now, since=since)
-        quality = self._quality(self.store.window(version, arm, since), version)
+        quality = self._quality(self._window(version, arm, since), version)
         return Judged(version, arm, since, quality, live, started_by=started_by)
 
     def primary(self, active: str | None) -> Judged | None:
@@ -201,8 +203,8 @@ class _Judge:
         judged = self.judged(version, "canary", *role_started(self.changes, ("canary",), version))
         if active is None or not isinstance(judged.quality, ClassifierQuality):
             return judged
-        canary = self.store.window(version, "canary", judged.since)
-        primary = self.store.window(active, "primary", judged.since)
+        canary = self._window(version, "canary", judged.since)
+        primary = self._window(active, "primary", judged.since)
         firsts = [float(w.joined_at[0]) for w in (canary, primary) if len(w.joined_at)]
         start = max([judged.since, *firsts])
         ours = self._quality(canary.joined_since(start), version)
@@ -211,6 +213,10 @@ class _Judge:
             return judged
         comparison = compare_auc(ours, baseline)
         return dataclasses.replace(judged, comparison=comparison, baseline=baseline, compared=ours)
+
+    def _window(self, version: str, arm: str, since: float) -> Window:
+        empty = Window(version, arm, [], np.empty(0), np.empty(0), np.empty(0))
+        return self.windows.get((version, arm), empty).joined_since(since)
 
     def _quality(self, window: Window, version: str) -> Quality:
         kind = self.kinds.get(version, "classifier")

@@ -129,6 +129,7 @@ def summarise(worker_rates: list[float], runs: dict[str, list[dict[str, float]]]
         rates = [r["labelled_events_per_s"] for r in results]
         rows[f"monitor, {variant}"] = {
             "labelled_events_per_s": round(statistics.median(rates)),
+            "runs": [round(r) for r in rates],
             "records_per_s": round(statistics.median(r["records_per_s"] for r in results)),
             "ratio_to_worker": round(
                 statistics.median(m / w for m, w in zip(rates, worker_rates, strict=True)), 3

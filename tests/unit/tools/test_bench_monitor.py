@@ -28,6 +28,7 @@ def test_ratios_come_from_each_rounds_own_worker_run() -> None:
     assert monitor["ratio_to_worker"] == 1.1
     assert monitor["labelled_events_per_s"] == 12_000
     assert monitor["records_per_s"] == 24_000
+    assert monitor["runs"] == [22_000, 12_000, 8_000]
     half = rows[f"monitor, {HALF_LABELS}"]
     assert half["ratio_to_worker"] == 0.5
     assert half["peak_rss_mb"] == 150.0
