@@ -36,13 +36,15 @@ lint: $(INSTALLED)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# Two pytest processes, each with its own broker and redis-server (the suite mostly waits on
+# group joins); a file's tests stay in one process, so they share its fixtures.
 test: lint kafka tools
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadfile
 
 # Long end-to-end runs kept out of `make test` (and CI): the quality demo's timings and the
 # false-alarm check (a healthy canary for SOAK_SECONDS, default 600, never aborted).
 soak: kafka
-	$(BIN)/pytest -m soak -s
+	$(BIN)/pytest -m soak -s -p no:xdist
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .scorer

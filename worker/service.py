@@ -66,11 +66,8 @@ class Worker:
 
     def run(self) -> None:
         settings = self.settings
-        self.health = HealthServer(
-            settings.metrics_host,
-            settings.metrics_port,
-            self.metrics.registry,
-            self._health_sources(),
+        self.health = HealthServer.for_settings(
+            settings, self.metrics.registry, self._health_sources()
         )
         self.health.start()
         try:
@@ -95,7 +92,7 @@ class Worker:
             self.heartbeat.start()
             self.usage_flusher = UsageFlusher(
                 self.usage,
-                UsageStore(redis_client, settings.registry_prefix, settings.drift_window_s),
+                UsageStore.for_settings(redis_client, settings),
                 settings.worker_heartbeat_s,
             )
             self.usage_flusher.start()

@@ -43,12 +43,12 @@ def show_quality(args: argparse.Namespace, settings: Settings) -> int:
 
 def quality_report(settings: Settings) -> dict[str, Any]:
     client = connect_redis(settings)
-    store = JoinStore(
-        client, settings.registry_prefix, settings.label_window_s, settings.quality_window
-    )
-    usage = UsageStore(client, settings.registry_prefix, settings.drift_window_s)
-    registry = Registry.for_settings(client, settings)
-    return build_report(store, usage, registry, settings).as_json()
+    return build_report(
+        JoinStore.for_settings(client, settings),
+        UsageStore.for_settings(client, settings),
+        Registry.for_settings(client, settings),
+        settings,
+    ).as_json()
 
 
 def render_quality(report: dict[str, Any]) -> str:

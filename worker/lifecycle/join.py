@@ -33,6 +33,7 @@ import orjson
 import redis
 
 from worker.lifecycle.records import Label, Prediction
+from worker.settings import Settings
 
 SEP = "\x1f"
 _SWEEP_LIMIT = 5000
@@ -223,6 +224,12 @@ class JoinStore:
         self._add_predictions = client.register_script(_ADD_PREDICTIONS)
         self._add_labels = client.register_script(_ADD_LABELS)
         self._sweep = client.register_script(_SWEEP)
+
+    @classmethod
+    def for_settings(cls, client: redis.Redis, settings: Settings) -> JoinStore:
+        return cls(
+            client, settings.registry_prefix, settings.label_window_s, settings.quality_window
+        )
 
     def add(self, predictions: Sequence[Prediction], labels: Sequence[Label], now: float) -> int:
         """Apply a batch in one round trip; the number of labelled predictions it added.

@@ -69,9 +69,8 @@ class Monitor:
 
     def run(self) -> None:
         settings = self.settings
-        self.health = HealthServer(
-            settings.metrics_host,
-            settings.metrics_port,
+        self.health = HealthServer.for_settings(
+            settings,
             self.metrics.registry,
             HealthSources(alive=self.alive, readiness=self.readiness),
         )
@@ -79,10 +78,8 @@ class Monitor:
         try:
             client = connect_redis(settings)
             ensure_topics(settings, labels=True)
-            store = JoinStore(
-                client, settings.registry_prefix, settings.label_window_s, settings.quality_window
-            )
-            usage = UsageStore(client, settings.registry_prefix, settings.drift_window_s)
+            store = JoinStore.for_settings(client, settings)
+            usage = UsageStore.for_settings(client, settings)
             registry = Registry.for_settings(client, settings)
             keeper = GuardKeeper(
                 client,

@@ -22,6 +22,8 @@ import numpy as np
 import redis
 import structlog
 
+from worker.settings import Settings
+
 log = structlog.get_logger(__name__)
 
 BUCKET_S = 10
@@ -92,6 +94,10 @@ class UsageStore:
         self._prefix = f"{registry_prefix}:quality:usage"
         self.window_s = window_s
         self._versions_key = f"{self._prefix}:versions"
+
+    @classmethod
+    def for_settings(cls, client: redis.Redis, settings: Settings) -> UsageStore:
+        return cls(client, settings.registry_prefix, settings.drift_window_s)
 
     def write(self, sums: dict[str, Usage], now: float) -> None:
         bucket = int(now // BUCKET_S)

@@ -21,6 +21,7 @@ import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from worker.errors import ConfigError
+from worker.settings import Settings
 
 log = structlog.get_logger(__name__)
 
@@ -60,6 +61,12 @@ class HealthServer:
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="health", daemon=True
         )
+
+    @classmethod
+    def for_settings(
+        cls, settings: Settings, metrics: CollectorRegistry, sources: HealthSources
+    ) -> HealthServer:
+        return cls(settings.metrics_host, settings.metrics_port, metrics, sources)
 
     def start(self) -> None:
         self._thread.start()

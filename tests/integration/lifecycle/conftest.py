@@ -22,12 +22,7 @@ def labels_topic(settings: Settings) -> str:
 
 
 def store_of(settings: Settings) -> JoinStore:
-    return JoinStore(
-        connect_redis(settings),
-        settings.registry_prefix,
-        settings.label_window_s,
-        settings.quality_window,
-    )
+    return JoinStore.for_settings(connect_redis(settings), settings)
 
 
 def send_labels(producer: KafkaProducer, topic: str, labels: dict[str, int]) -> None:

@@ -335,7 +335,7 @@ def test_the_canary_is_compared_with_the_primary_over_one_span_when_windows_are_
 
     joined("v1", "primary", range(1, 401))  # kept: 351..400
     joined("v2", "canary", range(300, 380))  # kept: 330..379
-    usage = UsageStore(connect_redis(small), small.registry_prefix, small.drift_window_s)
+    usage = UsageStore.for_settings(connect_redis(small), small)
     report = build_report(store, usage, registry, small, now=start + 500).as_json()
     comparison = report["comparison"]
     assert (comparison["canary_labelled"], comparison["primary_labelled"]) == (29, 50)

@@ -81,8 +81,21 @@ def allow_large_events(settings: Settings, topic: str, max_bytes: int) -> None:
     try:
         limit = {"max.message.bytes": str(max_bytes)}
         admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, configs=limit)])
+        # the change reaches the broker through its metadata log, a moment after the answer:
+        # on a busy machine a large event sent at once was refused
+        wait_until(
+            lambda: topic_config(admin, topic).get("max.message.bytes") == str(max_bytes),
+            timeout=15,
+            what="the topic's new size limit applied",
+        )
     finally:
         admin.close()
+
+
+def topic_config(admin: KafkaAdminClient, topic: str) -> dict[str, str]:
+    """The topic's settings that differ from the broker's defaults, as the broker reports them."""
+    described = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+    return {k: v["value"] for k, v in described.get("topic", {}).get(topic, {}).items()}
 
 
 def java_partition(key: bytes, settings: Settings) -> int:
