@@ -266,6 +266,33 @@ def send_events(producer: KafkaProducer, topic: str, rows: Any, prefix: str = "e
     return ids
 
 
+class SteadyStream:
+    """About 1,000 events/s (ids e-0, e-1, ...) from a thread, until stopped: for changes
+    made mid-stream."""
+
+    def __init__(self, producer: KafkaProducer, topic: str, rows: Any) -> None:
+        self.sent = 0
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._send, args=(producer, topic, rows))
+        self._thread.start()
+
+    def _send(self, producer: KafkaProducer, topic: str, rows: Any) -> None:
+        for i, row in enumerate(rows):
+            producer.send(topic, key=f"e-{i}".encode(), value=event_bytes(f"e-{i}", row))
+            self.sent = i + 1
+            if i % 50 == 49:
+                producer.flush()
+                if self._stopping.wait(0.05):
+                    break
+        producer.flush()
+
+    def stop(self) -> int:
+        """Stop, flush and say how many events were sent."""
+        self._stopping.set()
+        self._thread.join()
+        return self.sent
+
+
 class TopicReader:
     """Reads output and dead-letter topics from the beginning, in a background thread (with
     `isolation_level="read_committed"`, as a downstream reader of exactly-once output)."""

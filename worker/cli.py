@@ -265,7 +265,9 @@ def _add_model_commands(
     change = argparse.ArgumentParser(add_help=False, parents=[common])
     change.add_argument("--by", help="who makes the change, for the record (default: user@host)")
     change.add_argument("--reason", default="", help="why, for the record")
-    publish = model.add_parser("publish", parents=[change], help="store a joblib artifact")
+    publish = model.add_parser(
+        "publish", parents=[change], help="store a joblib artifact, its ONNX conversion or both"
+    )
     publish.add_argument("file", type=Path)
     publish.add_argument("--version", required=True)
     publish.add_argument(
@@ -278,6 +280,20 @@ def _add_model_commands(
         type=Path,
         help="CSV (header row) or Parquet file of training rows: stored as the reference "
         "profile that drift (PSI) is measured against",
+    )
+    publish.add_argument(
+        "--format",
+        choices=["joblib", "onnx", "both"],
+        default="joblib",
+        help="what to store: the joblib file as given; its ONNX conversion only (workers never "
+        "unpickle it); or both, workers using whichever scored the probe rows faster "
+        "(needs the onnx extra for onnx and both)",
+    )
+    publish.add_argument(
+        "--tolerance",
+        type=float,
+        default=1e-5,
+        help="largest score difference allowed between ONNX and scikit-learn on the probe rows",
     )
     publish.add_argument("--activate", action="store_true")
     publish.set_defaults(command=cmd_model_publish)

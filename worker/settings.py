@@ -28,6 +28,7 @@ SECRET_SETTINGS = frozenset({"signing_key", "kafka_sasl_password", "redis_url"})
 _POSITIVE = (
     "transaction_timeout_ms",
     "batch_max_records",
+    "onnx_threads",
     "poll_timeout_ms",
     "topic_partitions",
     "topic_replication",
@@ -103,6 +104,7 @@ class Settings:
     redis_ssl_ca_file: str = ""
     active_poll_s: float = 2.0
     batch_max_records: int = 1000
+    onnx_threads: int = 1  # onnxruntime threads per call of an ONNX version; processes scale
     poll_timeout_ms: int = 100
     fetch_max_wait_ms: int = 100
     session_timeout_ms: int = 45000

@@ -26,7 +26,10 @@ from worker.models.registry import Registry, RegistryEntry
 from worker.settings import Settings
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from worker.models.artifacts import EstimatorInfo
+    from worker.models.compiled import Compiled, Runtime
     from worker.models.profile import ReferenceProfile
 
 
@@ -51,19 +54,32 @@ def cmd_model_publish(args: argparse.Namespace, settings: Settings) -> int:
     features = [f.strip() for f in args.features.split(",")] if args.features else None
     estimator = load_estimator(data)
     info = inspect_estimator(estimator, features)
-    profile = reference_of(args.reference, estimator, info) if args.reference else None
+    rows = reference_rows(args.reference, info) if args.reference else None
+    profile = reference_of(rows, estimator, info) if rows is not None else None
+    compiled = compile_of(args, estimator, info, rows) if args.format != "joblib" else None
+    runtime: Runtime = "joblib"
+    if compiled is not None:
+        runtime = "onnx" if args.format == "onnx" else compiled.faster
     entry = registry_of(settings).publish(
-        data,
+        data if args.format != "onnx" else None,
         args.version,
         info,
         args.note,
         settings.signing_key,
         reference=profile.to_json() if profile else None,
+        compiled=compiled,
+        runtime=runtime,
     )
     print(
-        f"published {entry.version} sha256={entry.sha256} {entry.estimator_class} "
-        f"features={len(entry.features)}"
+        f"published {entry.version} sha256={entry.served_sha256} {entry.estimator_class} "
+        f"features={len(entry.features)} format={entry.format} runtime={entry.runtime}"
     )
+    if compiled is not None:
+        print(
+            f"ONNX (opset {compiled.opset}): largest score difference "
+            f"{compiled.max_difference:.3g} on {compiled.probe_rows} probe rows; per event "
+            f"joblib {compiled.joblib_us:.2f} µs, onnx {compiled.onnx_us:.2f} µs"
+        )
     if profile is not None:
         print(f"reference profile from {profile.rows} rows of {args.reference}")
     if args.activate:
@@ -73,16 +89,31 @@ def cmd_model_publish(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def reference_of(path: Path, estimator: object, info: EstimatorInfo) -> ReferenceProfile:
-    """The drift reference: the file's rows in the model's feature order, and the model's
-    own scores on them."""
-    from worker.models.profile import build_profile
+def reference_rows(path: Path, info: EstimatorInfo) -> np.ndarray:
+    """The file's rows in the model's feature order."""
     from worker.models.reference_file import read_reference
+
+    return read_reference(path, info.features)
+
+
+def reference_of(rows: np.ndarray, estimator: object, info: EstimatorInfo) -> ReferenceProfile:
+    """The drift reference: the rows, and the model's own scores on them."""
+    from worker.models.profile import build_profile
     from worker.models.scoring import score_function
 
-    rows = read_reference(path, info.features)
     scores = score_function(estimator, info.kind)(rows)
     return build_profile(rows, info.features, scores)
+
+
+def compile_of(
+    args: argparse.Namespace, estimator: object, info: EstimatorInfo, rows: np.ndarray | None
+) -> Compiled:
+    """The ONNX conversion, checked on the reference rows or on rows drawn within the
+    model's feature ranges."""
+    from worker.models.compiled import compile_estimator, probe_rows
+
+    probe = probe_rows(estimator, len(info.features), rows)
+    return compile_estimator(estimator, info, probe, args.tolerance)
 
 
 def cmd_model_activate(args: argparse.Namespace, settings: Settings) -> int:
@@ -96,7 +127,7 @@ def cmd_model_rollback(args: argparse.Namespace, settings: Settings) -> int:
 def switch_active(settings: Settings, switch: Callable[[Registry], RegistryEntry]) -> int:
     """Switch in Redis (the truth), then announce on the control topic (the trigger)."""
     entry = switch(registry_of(settings))
-    print(f"active version is now {entry.version} (sha256={entry.sha256})")
+    print(f"active version is now {entry.version} (sha256={entry.served_sha256})")
     announce_change(settings, activation_message(entry))
     return 0
 
@@ -132,18 +163,29 @@ def cmd_model_list(args: argparse.Namespace, settings: Settings) -> int:
             orjson.dumps({"active": active, "versions": rows}, option=orjson.OPT_INDENT_2).decode()
         )
         return 0
-    print(f"{'':2}{'VERSION':<12}{'CLASS':<28}{'FEATURES':>8}  {'SHA256':<14}{'CREATED':<22}NOTE")
+    print(
+        f"{'':2}{'VERSION':<12}{'CLASS':<28}{'FEATURES':>8}  {'FORMAT':<28}{'SHA256':<14}"
+        f"{'CREATED':<22}NOTE"
+    )
     for entry in entries:
         mark = {"primary": "*", "canary": "c", "shadow": "s"}.get(roles.get(entry.version, ""), " ")
         created = _iso(entry.created_at)
         short_class = entry.estimator_class.rsplit(".", 1)[-1]
         print(
             f"{mark:2}{entry.version:<12}{short_class:<28}{len(entry.features):>8}  "
-            f"{entry.sha256[:12]:<14}{created:<22}{entry.note}"
+            f"{_format(entry):<28}{entry.served_sha256[:12]:<14}{created:<22}{entry.note}"
         )
     if active is not None and active not in {entry.version for entry in entries}:
         print(f"warning: active key names {active}, which is not in the registry", file=sys.stderr)
     return 0
+
+
+def _format(entry: RegistryEntry) -> str:
+    """What was stored, what workers use, and, for both, the two timings publish measured."""
+    if entry.format != "both" or entry.onnx is None:
+        return entry.format
+    onnx = entry.onnx
+    return f"both->{entry.runtime} ({onnx.joblib_us:.2f}/{onnx.onnx_us:.2f} µs)"
 
 
 def _roles(registry: Registry, active: str | None) -> dict[str, str]:

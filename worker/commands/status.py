@@ -134,8 +134,9 @@ def _active_line(status: dict[str, Any]) -> str:
     if "error" in active:
         return f"active version  {status['active_version']}  ({active['error']})"
     short_class = active["estimator_class"].rsplit(".", 1)[-1]
+    sha256 = active["served_sha256"][:12]
     return (
-        f"active version  {active['version']}  {short_class}, sha256 {active['sha256'][:12]}, "
+        f"active version  {active['version']}  {short_class}, sha256 {sha256}, "
         f"{len(active['features'])} features, note: {active['note'] or '-'}"
     )
 

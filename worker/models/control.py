@@ -18,7 +18,7 @@ def activation_message(entry: RegistryEntry) -> bytes:
         {
             "type": "activate",
             "version": entry.version,
-            "sha256": entry.sha256,
+            "sha256": entry.served_sha256,
             "issued_at": time.time(),
         }
     )

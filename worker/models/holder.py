@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from worker.models.artifacts import inspect_estimator, load_estimator, verify_artifact, warm_up
+from worker.models.compiled import onnx_score_function
 from worker.models.profile import ReferenceProfile
 from worker.models.registry import Registry
 from worker.models.route import Route
@@ -31,28 +32,37 @@ class LoadedModel:
     profile: ReferenceProfile | None = None  # drift: the bins its live rows are counted in
 
 
-def load_version(registry: Registry, version: str, signing_key: str) -> LoadedModel:
-    """Fetch a version from the registry and make it ready to score, or raise.
+def load_version(
+    registry: Registry, version: str, signing_key: str, onnx_threads: int = 1
+) -> LoadedModel:
+    """Fetch a version from the registry and make it ready to score with the runtime its
+    entry names, or raise.
 
     Raises RegistryError for an unknown version and ArtifactRejected for anything wrong with
     the artifact itself; redis errors propagate for the caller to treat as transient.
     """
     entry = registry.entry(version)
-    data = registry.artifact(version)
-    verify_artifact(data, entry.sha256, entry.signature, signing_key)
-    estimator = load_estimator(data)
-    info = inspect_estimator(estimator, entry.features)  # refuses features that differ
-    score = score_function(estimator, info.kind)
-    warm_up(score, len(info.features))
+    data = registry.artifact(version, entry.runtime)
+    if entry.runtime == "onnx" and entry.onnx is not None:
+        verify_artifact(data, entry.onnx.sha256, entry.onnx.signature, signing_key)
+        score = onnx_score_function(data, entry.kind, onnx_threads)
+        features, kind = entry.features, entry.kind
+    else:
+        verify_artifact(data, entry.sha256, entry.signature, signing_key)
+        estimator = load_estimator(data)
+        info = inspect_estimator(estimator, entry.features)  # refuses features that differ
+        score = score_function(estimator, info.kind)
+        features, kind = info.features, info.kind
+    warm_up(score, len(features))
     profile = reference_profile(registry, version)
-    if profile is not None and profile.features != info.features:
+    if profile is not None and profile.features != features:
         log.warning(
             "model.reference_mismatch",
             model_version=version,
             error="the reference profile's features are not the model's: drift not measured",
         )
         profile = None
-    return LoadedModel(version, entry.sha256, info.features, info.kind, score, profile)
+    return LoadedModel(version, entry.served_sha256, features, kind, score, profile)
 
 
 def reference_profile(registry: Registry, version: str) -> ReferenceProfile | None:

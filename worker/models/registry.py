@@ -1,9 +1,13 @@
 """The model registry in Redis: versions with their artifacts, the active key, the switch history.
 
 Layout under the prefix P (default `scorer:model`):
-  P:version:<V>  hash: artifact bytes, sha256, signature, features (JSON), kind, estimator_class,
-                 sklearn_version, joblib_version, created_at, note, and reference (a reference
-                 profile for drift, JSON; only when published with one)
+  P:version:<V>  hash: artifact bytes (joblib), sha256, signature, features (JSON), kind,
+                 estimator_class, sklearn_version, joblib_version, created_at, note, format
+                 (joblib, onnx or both), runtime (the one workers use: joblib or onnx), and
+                 when published so: onnx_artifact (ONNX bytes) with onnx (JSON: its sha256,
+                 signature, opset, largest score difference, timings, converter versions),
+                 reference (a reference profile for drift, JSON). An onnx-only version has no
+                 joblib artifact, and empty sha256 and signature.
   P:versions     sorted set of version names by creation time
   P:history      list of activated versions, newest first (rollback walks it)
   P:changes      list of JSON records of every switch and route change, newest first: what,
@@ -29,6 +33,7 @@ from redis.typing import EncodableT, FieldT
 
 from worker.errors import RegistryError
 from worker.models.artifacts import EstimatorInfo, sha256_hex, signature_hex
+from worker.models.compiled import Compiled, Runtime
 from worker.models.route import Canary, Route, check_percent, parse_route
 from worker.models.scoring import ModelKind
 from worker.settings import Settings
@@ -36,6 +41,33 @@ from worker.settings import Settings
 HISTORY_LIMIT = 100
 T = TypeVar("T")
 CHANGES_LIMIT = 1000
+
+
+@dataclass(frozen=True)
+class OnnxArtifact:
+    """What the registry keeps about a version's ONNX bytes besides the bytes."""
+
+    sha256: str
+    signature: str
+    opset: int
+    max_difference: float  # largest |ONNX - scikit-learn| score on the probe rows
+    probe_rows: int
+    joblib_us: float  # scoring cost per event of each runtime, measured at publish
+    onnx_us: float
+    versions: dict[str, str]  # skl2onnx, onnxruntime, onnx
+
+    @classmethod
+    def of(cls, compiled: Compiled, signing_key: str, versions: dict[str, str]) -> OnnxArtifact:
+        return cls(
+            sha256_hex(compiled.data),
+            signature_hex(compiled.data, signing_key) if signing_key else "",
+            compiled.opset,
+            compiled.max_difference,
+            compiled.probe_rows,
+            compiled.joblib_us,
+            compiled.onnx_us,
+            versions,
+        )
 
 
 @dataclass(frozen=True)
@@ -50,12 +82,23 @@ class RegistryEntry:
     joblib_version: str
     created_at: float
     note: str
+    format: str = "joblib"  # what was stored: joblib, onnx or both
+    runtime: Runtime = "joblib"  # what workers score with
+    onnx: OnnxArtifact | None = None
+
+    @property
+    def served_sha256(self) -> str:
+        """The digest of the bytes workers load."""
+        return self.onnx.sha256 if self.runtime == "onnx" and self.onnx else self.sha256
 
     def summary(self) -> dict[str, object]:
-        """JSON-ready metadata, without the signature."""
+        """JSON-ready metadata, without the signatures."""
         data = asdict(self)
         data["features"] = list(self.features)
+        data["served_sha256"] = self.served_sha256
         del data["signature"]
+        if isinstance(data["onnx"], dict):
+            del data["onnx"]["signature"]
         return data
 
 
@@ -69,6 +112,9 @@ _META_FIELDS = [
     "joblib_version",
     "created_at",
     "note",
+    "format",
+    "runtime",
+    "onnx",
 ]
 
 
@@ -104,22 +150,33 @@ class Registry:
 
     def publish(
         self,
-        data: bytes,
+        data: bytes | None,
         version: str,
         info: EstimatorInfo,
         note: str = "",
         signing_key: str = "",
         *,
         reference: bytes | None = None,
+        compiled: Compiled | None = None,
+        runtime: Runtime = "joblib",
     ) -> RegistryEntry:
-        """Store a new version (with its reference profile, for drift, when given); an
+        """Store a new version: its joblib bytes (`data`), its ONNX conversion (`compiled`)
+        or both, scored by `runtime`, with its reference profile for drift when given. An
         existing version is never overwritten."""
         if not version or any(c.isspace() for c in version):
             raise RegistryError(f"invalid version name {version!r}")
+        stored = {"joblib": data is not None, "onnx": compiled is not None}
+        if not stored[runtime]:
+            raise RegistryError(f"version {version} would be scored by {runtime}, not stored")
+        onnx = None
+        if compiled is not None:
+            from worker.models.compiled import runtime_versions
+
+            onnx = OnnxArtifact.of(compiled, signing_key, runtime_versions())
         entry = RegistryEntry(
             version=version,
-            sha256=sha256_hex(data),
-            signature=signature_hex(data, signing_key) if signing_key else "",
+            sha256=sha256_hex(data) if data is not None else "",
+            signature=signature_hex(data, signing_key) if signing_key and data else "",
             features=info.features,
             kind=info.kind,
             estimator_class=info.estimator_class,
@@ -129,8 +186,15 @@ class Registry:
             joblib_version=installed_version("joblib"),
             created_at=time.time(),
             note=note,
+            format="both" if all(stored.values()) else runtime,
+            runtime=runtime,
+            onnx=onnx,
         )
-        fields = _encode_meta(entry) | {"artifact": data}
+        fields = _encode_meta(entry)
+        if data is not None:
+            fields["artifact"] = data
+        if compiled is not None:
+            fields["onnx_artifact"] = compiled.data
         if reference is not None:
             fields["reference"] = reference
         key = self._version_key(version)
@@ -151,10 +215,12 @@ class Registry:
             raise RegistryError(f"version {version} is not in the registry")
         return _decode_meta(version, values)
 
-    def artifact(self, version: str) -> bytes:
-        data = self._redis.hget(self._version_key(version), "artifact")
+    def artifact(self, version: str, runtime: Runtime = "joblib") -> bytes:
+        """The bytes `runtime` loads: the joblib artifact or the ONNX model."""
+        field = "artifact" if runtime == "joblib" else "onnx_artifact"
+        data = self._redis.hget(self._version_key(version), field)
         if not isinstance(data, bytes):
-            raise RegistryError(f"version {version} has no artifact in the registry")
+            raise RegistryError(f"version {version} has no {runtime} artifact in the registry")
         return data
 
     def reference(self, version: str) -> bytes | None:
@@ -382,6 +448,9 @@ def _encode_meta(entry: RegistryEntry) -> dict[FieldT, EncodableT]:
         "joblib_version": entry.joblib_version,
         "created_at": repr(entry.created_at),
         "note": entry.note,
+        "format": entry.format,
+        "runtime": entry.runtime,
+        "onnx": orjson.dumps(asdict(entry.onnx)) if entry.onnx else "",
     }
 
 
@@ -401,6 +470,7 @@ def _decode_meta(version: str, values: list[bytes | str | None]) -> RegistryEntr
     try:
         features = tuple(orjson.loads(text["features"] or "[]"))
         kind: ModelKind = "classifier" if text["kind"] == "classifier" else "regressor"
+        runtime: Runtime = "onnx" if text["runtime"] == "onnx" else "joblib"
         return RegistryEntry(
             version=version,
             sha256=text["sha256"],
@@ -412,6 +482,9 @@ def _decode_meta(version: str, values: list[bytes | str | None]) -> RegistryEntr
             joblib_version=text["joblib_version"],
             created_at=float(text["created_at"] or 0),
             note=text["note"],
+            format=text["format"] or "joblib",  # versions from before ONNX
+            runtime=runtime,
+            onnx=OnnxArtifact(**orjson.loads(text["onnx"])) if text["onnx"] else None,
         )
-    except (orjson.JSONDecodeError, ValueError) as exc:
+    except (orjson.JSONDecodeError, ValueError, TypeError) as exc:
         raise RegistryError(f"registry entry for {version} is corrupt: {exc}") from None

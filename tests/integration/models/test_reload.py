@@ -11,6 +11,7 @@ import pytest
 from kafka import KafkaProducer
 
 from tests.conftest import (
+    SteadyStream,
     TopicReader,
     artifact_bytes,
     run_scorer,
@@ -20,7 +21,7 @@ from tests.conftest import (
 from worker.models.artifacts import EstimatorInfo, inspect_estimator
 from worker.models.registry import Registry
 from worker.settings import Settings
-from worker.tools.synthetic import FEATURES, event_bytes, feature_rows
+from worker.tools.synthetic import FEATURES, feature_rows
 
 pytestmark = pytest.mark.integration
 
@@ -42,24 +43,7 @@ def test_control_message_swaps_mid_stream_and_every_event_is_scored_by_the_versi
     wait_until(worker.assigned, what="partitions assigned")
 
     rows = feature_rows(20000, seed=11)
-    stop_sending = threading.Event()
-    sent: list[int] = []
-
-    def stream() -> None:
-        """About 1,000 events/s until told to stop: the swap happens mid-stream."""
-        for i, row in enumerate(rows):
-            producer.send(
-                settings.input_topic, key=f"e-{i}".encode(), value=event_bytes(f"e-{i}", row)
-            )
-            sent.append(i)
-            if i % 50 == 49:
-                producer.flush()
-                if stop_sending.wait(0.05):
-                    break
-        producer.flush()
-
-    sender = threading.Thread(target=stream)
-    sender.start()
+    stream = SteadyStream(producer, settings.input_topic, rows)  # the swap happens mid-stream
     wait_until(lambda: len(reader.predictions) > 500, what="v1 predictions flowing")
     activated = run_scorer(slow_poll, "model", "activate", "v2")
     assert activated.returncode == 0, activated.stderr
@@ -68,9 +52,7 @@ def test_control_message_swaps_mid_stream_and_every_event_is_scored_by_the_versi
         lambda: any(p["model_version"] == "v2" for p in reader.predictions),
         what="v2 predictions flowing",
     )
-    stop_sending.set()
-    sender.join()
-    rows = rows[: len(sent)]
+    rows = rows[: stream.stop()]
     wait_until(lambda: len(reader.scored_ids()) == len(rows), what="every event scored")
 
     models = {"v1": logistic, "v2": forest}

@@ -1,0 +1,176 @@
+"""ONNX versions on a real Redis and broker: publish checks fidelity before storing anything,
+an onnx-only version holds no pickle, workers verify and score the ONNX bytes, and a fleet
+swaps joblib -> ONNX -> joblib mid-stream without losing or mis-scoring an event."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import orjson
+import pytest
+from kafka import KafkaProducer
+from sklearn.semi_supervised import LabelSpreading
+
+from tests.conftest import SteadyStream, TopicReader, wait_until
+from worker.errors import ArtifactRejected
+from worker.models.holder import load_version
+from worker.models.registry import Registry
+from worker.settings import Settings
+from worker.tools.synthetic import FEATURES, click_labels, feature_rows
+
+pytestmark = pytest.mark.integration
+
+FEATURE_LIST = ",".join(FEATURES)
+
+
+def saved(model: Any, tmp_path: Path, name: str) -> str:
+    path = tmp_path / f"{name}.joblib"
+    joblib.dump(model, path)
+    return str(path)
+
+
+def publish(scorer_main: Any, settings: Settings, path: str, version: str, *extra: str) -> Any:
+    args = ("model", "publish", path, "--version", version, "--features", FEATURE_LIST)
+    return scorer_main(settings, *args, *extra)
+
+
+def test_an_onnx_only_version_stores_no_pickle_and_scores_as_scikit_learn_does(
+    settings: Settings,
+    scorer_main: Any,
+    registry: Registry,
+    redis_client: Any,
+    forest: Any,
+    tmp_path: Path,
+) -> None:
+    done = publish(scorer_main, settings, saved(forest, tmp_path, "f"), "v1", "--format", "onnx")
+
+    assert done.returncode == 0, done.stderr
+    assert "format=onnx runtime=onnx" in done.stdout and "largest score difference" in done.stdout
+    entry = registry.entry("v1")
+    assert entry.format == "onnx" and entry.runtime == "onnx" and entry.sha256 == ""
+    assert entry.onnx is not None and entry.onnx.max_difference <= 1e-5
+    assert set(entry.onnx.versions) == {"skl2onnx", "onnxruntime", "onnx"}
+    key = f"{settings.registry_prefix}:version:v1"
+    assert redis_client.hget(key, "artifact") is None  # nothing for a worker to unpickle
+    loaded = load_version(registry, "v1", settings.signing_key)
+    assert loaded.sha256 == entry.onnx.sha256 == entry.served_sha256
+    rows = feature_rows(300, seed=4)
+    assert np.abs(loaded.score(rows) - forest.predict_proba(rows)[:, 1]).max() <= 1e-5
+    listed = scorer_main(settings, "model", "list")
+    assert "onnx" in listed.stdout.splitlines()[1] and entry.onnx.sha256[:12] in listed.stdout
+    summary = orjson.loads(scorer_main(settings, "model", "list", "--json").stdout)
+    (version,) = summary["versions"]
+    assert version["format"] == "onnx" and "signature" not in version["onnx"]
+
+
+def test_both_formats_store_both_and_workers_use_the_faster(
+    settings: Settings, scorer_main: Any, registry: Registry, logistic: Any, tmp_path: Path
+) -> None:
+    path = saved(logistic, tmp_path, "l")
+    done = publish(scorer_main, settings, path, "v1", "--format", "both")
+
+    assert done.returncode == 0, done.stderr
+    entry = registry.entry("v1")
+    assert entry.format == "both" and entry.onnx is not None and entry.sha256
+    faster = "onnx" if entry.onnx.onnx_us < entry.onnx.joblib_us else "joblib"
+    assert entry.runtime == faster
+    assert registry.artifact("v1", "joblib") and registry.artifact("v1", "onnx")
+    assert f"both->{faster}" in scorer_main(settings, "model", "list").stdout
+
+
+def test_refused_conversions_store_nothing_and_say_why_in_one_line(
+    settings: Settings, scorer_main: Any, registry: Registry, forest: Any, tmp_path: Path
+) -> None:
+    rows = feature_rows(300, seed=2)
+    spreading = LabelSpreading().fit(rows, click_labels(rows, seed=2))
+    unconvertible = publish(
+        scorer_main, settings, saved(spreading, tmp_path, "s"), "v1", "--format", "onnx"
+    )
+    too_tight = publish(
+        scorer_main,
+        settings,
+        saved(forest, tmp_path, "f"),
+        "v2",
+        "--format",
+        "both",
+        "--tolerance",
+        "1e-12",
+    )
+
+    assert unconvertible.returncode != 0
+    assert "LabelSpreading cannot be converted to ONNX" in unconvertible.stderr
+    assert len(unconvertible.stderr.strip().splitlines()) == 1
+    assert too_tight.returncode != 0 and "above the tolerance 1e-12" in too_tight.stderr
+    assert registry.versions() == []
+
+
+def test_tampered_or_unsigned_onnx_bytes_are_refused(
+    settings: Settings,
+    scorer_main: Any,
+    registry: Registry,
+    redis_client: Any,
+    forest: Any,
+    tmp_path: Path,
+) -> None:
+    path = saved(forest, tmp_path, "f")
+    signed = settings.replace(signing_key="key-one")
+    assert publish(scorer_main, settings, path, "plain", "--format", "onnx").returncode == 0
+    assert publish(scorer_main, signed, path, "signed", "--format", "onnx").returncode == 0
+    redis_client.hset(f"{settings.registry_prefix}:version:plain", "onnx_artifact", b"tampered")
+
+    with pytest.raises(ArtifactRejected, match="sha256 mismatch"):
+        load_version(registry, "plain", "")
+    with pytest.raises(ArtifactRejected, match="does not verify"):
+        load_version(registry, "signed", "key-two")
+    assert load_version(registry, "signed", "key-one").version == "signed"
+
+
+def test_a_fleet_swaps_joblib_to_onnx_and_back_mid_stream_losing_nothing(
+    settings: Settings,
+    scorer_main: Any,
+    registry: Registry,
+    logistic: Any,
+    forest: Any,
+    producer: KafkaProducer,
+    reader: TopicReader,
+    worker_factory: Any,
+    tmp_path: Path,
+) -> None:
+    for path, version, *extra in [
+        (saved(logistic, tmp_path, "l"), "joblib-v1", "--activate"),
+        (saved(forest, tmp_path, "f"), "onnx-v2", "--format", "onnx"),
+    ]:
+        assert publish(scorer_main, settings, path, version, *extra).returncode == 0
+    worker = worker_factory(settings)
+    wait_until(worker.assigned, what="partitions assigned")
+    rows = feature_rows(30_000, seed=12)
+
+    def serving(version: str) -> None:
+        wait_until(lambda: worker.model_version() == version, timeout=15, what=version)
+        count = len(reader.predictions)
+        wait_until(lambda: len(reader.predictions) > count + 300, what=f"{version} scoring")
+
+    stream = SteadyStream(producer, settings.input_topic, rows)  # both swaps mid-stream
+    serving("joblib-v1")
+    assert scorer_main(settings, "model", "activate", "onnx-v2").returncode == 0
+    serving("onnx-v2")
+    loaded = worker.worker.holder.current()
+    assert loaded is not None and loaded.sha256 == registry.entry("onnx-v2").served_sha256
+    assert scorer_main(settings, "model", "rollback").returncode == 0
+    serving("joblib-v1")
+    rows = rows[: stream.stop()]
+    wait_until(lambda: len(reader.scored_ids()) == len(rows), what="every event scored")
+
+    expected = {
+        "joblib-v1": (logistic.predict_proba(rows)[:, 1], 1e-9),
+        "onnx-v2": (forest.predict_proba(rows)[:, 1], 1e-5),  # float32 trees
+    }
+    assert {p["model_version"] for p in reader.predictions} == set(expected)
+    assert len(reader.predictions) == len(rows)  # none twice
+    for prediction in reader.predictions:
+        scores, tolerance = expected[prediction["model_version"]]
+        index = int(prediction["event_id"].split("-")[1])
+        assert abs(prediction["score"] - scores[index]) <= tolerance
