@@ -105,6 +105,7 @@ class Settings:
     active_poll_s: float = 2.0
     batch_max_records: int = 1000
     onnx_threads: int = 1  # onnxruntime threads per call of an ONNX version; processes scale
+    allow_pickle: bool = True  # false: workers load ONNX only, never a joblib artifact
     poll_timeout_ms: int = 100
     fetch_max_wait_ms: int = 100
     session_timeout_ms: int = 45000
@@ -292,10 +293,22 @@ def coerce(name: str, raw: object) -> object:
         return raw
     if annotation in ("int", "float"):
         return _coerce_number(name, raw, int if annotation == "int" else float)
+    if annotation == "bool":
+        return _coerce_bool(name, raw)
     choices = get_args(_CHOICES[str(annotation)])
     if raw not in choices:
         raise ConfigError(f"setting {name} must be one of {'|'.join(choices)}, got {raw!r}")
     return raw
+
+
+def _coerce_bool(name: str, raw: object) -> bool:
+    """TOML's true/false, or the words from env and flags (true/false, 1/0, yes/no)."""
+    if isinstance(raw, bool):
+        return raw
+    words = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+    if isinstance(raw, str) and raw.strip().lower() in words:
+        return words[raw.strip().lower()]
+    raise ConfigError(f"setting {name} must be true or false, got {raw!r}")
 
 
 def _coerce_number(name: str, raw: object, kind: type[int] | type[float]) -> int | float:

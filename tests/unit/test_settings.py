@@ -32,6 +32,11 @@ def test_environment_overrides_file_and_flags_override_environment(tmp_path: Pat
     assert settings.linger_ms == 9
 
 
+@pytest.mark.parametrize(("raw", "value"), [("false", False), ("No", False), ("1", True)])
+def test_a_switch_reads_the_usual_words(raw: str, value: bool) -> None:
+    assert load_settings({"SCORER_ALLOW_PICKLE": raw}, None).allow_pickle is value
+
+
 def test_defaults_apply_without_any_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     assert load_settings({}) == Settings()
@@ -44,6 +49,7 @@ def test_defaults_apply_without_any_file(tmp_path: Path, monkeypatch: pytest.Mon
         ({"SCORER_BATCH_MAX_RECORDS": "many"}, "batch_max_records must be an integer"),
         ({"SCORER_BATCH_MAX_RECORDS": "1.5"}, "batch_max_records must be an integer"),
         ({"SCORER_ACTIVE_POLL_S": "soon"}, "active_poll_s must be a number"),
+        ({"SCORER_ALLOW_PICKLE": "maybe"}, "allow_pickle must be true or false"),
         ({"SCORER_ACTIVE_POLL_S": "0"}, "active_poll_s must be positive"),
         ({"SCORER_LOG_FORMAT": "xml"}, "log_format must be one of auto|json|console"),
         ({"SCORER_OUTPUT_TOPIC": "my topic"}, "output_topic is not a legal Kafka topic name"),

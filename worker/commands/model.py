@@ -83,9 +83,7 @@ def cmd_model_publish(args: argparse.Namespace, settings: Settings) -> int:
     if profile is not None:
         print(f"reference profile from {profile.rows} rows of {args.reference}")
     if args.activate:
-        return switch_active(
-            settings, lambda r: r.activate(args.version, author(args), args.reason)
-        )
+        return cmd_model_activate(args, settings)
     return 0
 
 
@@ -117,7 +115,15 @@ def compile_of(
 
 
 def cmd_model_activate(args: argparse.Namespace, settings: Settings) -> int:
+    refuse_unloadable(registry_of(settings), settings, args.version)
     return switch_active(settings, lambda r: r.activate(args.version, author(args), args.reason))
+
+
+def refuse_unloadable(registry: Registry, settings: Settings, *versions: str) -> None:
+    """Where pickles are refused (allow_pickle false), a version without ONNX bytes would be
+    refused by every worker: say so before anything changes."""
+    for version in versions:
+        registry.entry(version).runtime_for(settings.allow_pickle)
 
 
 def cmd_model_rollback(args: argparse.Namespace, settings: Settings) -> int:

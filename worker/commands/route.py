@@ -13,7 +13,13 @@ from typing import Any
 
 import orjson
 
-from worker.commands.model import announce_change, author, registry_of, switch_active
+from worker.commands.model import (
+    announce_change,
+    author,
+    refuse_unloadable,
+    registry_of,
+    switch_active,
+)
 from worker.commands.status import read_heartbeats, route_text, stored_route
 from worker.errors import RegistryError
 from worker.infra.clients import connect_redis
@@ -24,6 +30,7 @@ from worker.settings import Settings
 
 
 def cmd_model_canary(args: argparse.Namespace, settings: Settings) -> int:
+    refuse_unloadable(registry_of(settings), settings, args.version)
     route = registry_of(settings).set_canary(
         args.version, args.percent, force=args.force, by=author(args), reason=args.reason
     )
@@ -35,6 +42,7 @@ def cmd_model_canary(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_model_shadow(args: argparse.Namespace, settings: Settings) -> int:
     if args.off == bool(args.versions):
         raise RegistryError("name the shadow versions, or --off to clear them (not both)")
+    refuse_unloadable(registry_of(settings), settings, *args.versions)
     route = registry_of(settings).set_shadow(
         [] if args.off else args.versions, by=author(args), reason=args.reason
     )

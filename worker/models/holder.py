@@ -18,6 +18,7 @@ from worker.models.profile import ReferenceProfile
 from worker.models.registry import Registry
 from worker.models.route import Route
 from worker.models.scoring import ModelKind, ScoreFn, score_function
+from worker.settings import Settings
 
 log = structlog.get_logger(__name__)
 
@@ -32,27 +33,27 @@ class LoadedModel:
     profile: ReferenceProfile | None = None  # drift: the bins its live rows are counted in
 
 
-def load_version(
-    registry: Registry, version: str, signing_key: str, onnx_threads: int = 1
-) -> LoadedModel:
+def load_version(registry: Registry, version: str, settings: Settings) -> LoadedModel:
     """Fetch a version from the registry and make it ready to score with the runtime its
-    entry names, or raise.
+    entry names (ONNX where `allow_pickle` is false), or raise.
 
     Raises RegistryError for an unknown version and ArtifactRejected for anything wrong with
     the artifact itself; redis errors propagate for the caller to treat as transient.
     """
     entry = registry.entry(version)
-    data = registry.artifact(version, entry.runtime)
-    if entry.runtime == "onnx" and entry.onnx is not None:
+    runtime = entry.runtime_for(settings.allow_pickle)
+    data = registry.artifact(version, runtime)
+    signing_key = settings.signing_key
+    if runtime == "onnx" and entry.onnx is not None:
         verify_artifact(data, entry.onnx.sha256, entry.onnx.signature, signing_key)
-        score = onnx_score_function(data, entry.kind, onnx_threads)
-        features, kind = entry.features, entry.kind
+        score = onnx_score_function(data, entry.kind, settings.onnx_threads)
+        features, kind, sha256 = entry.features, entry.kind, entry.onnx.sha256
     else:
         verify_artifact(data, entry.sha256, entry.signature, signing_key)
         estimator = load_estimator(data)
         info = inspect_estimator(estimator, entry.features)  # refuses features that differ
         score = score_function(estimator, info.kind)
-        features, kind = info.features, info.kind
+        features, kind, sha256 = info.features, info.kind, entry.sha256
     warm_up(score, len(features))
     profile = reference_profile(registry, version)
     if profile is not None and profile.features != features:
@@ -62,7 +63,7 @@ def load_version(
             error="the reference profile's features are not the model's: drift not measured",
         )
         profile = None
-    return LoadedModel(version, entry.served_sha256, features, kind, score, profile)
+    return LoadedModel(version, sha256, features, kind, score, profile)
 
 
 def reference_profile(registry: Registry, version: str) -> ReferenceProfile | None:

@@ -31,7 +31,7 @@ import orjson
 import redis
 from redis.typing import EncodableT, FieldT
 
-from worker.errors import RegistryError
+from worker.errors import ArtifactRejected, RegistryError
 from worker.models.artifacts import EstimatorInfo, sha256_hex, signature_hex
 from worker.models.compiled import Compiled, Runtime
 from worker.models.route import Canary, Route, check_percent, parse_route
@@ -90,6 +90,18 @@ class RegistryEntry:
     def served_sha256(self) -> str:
         """The digest of the bytes workers load."""
         return self.onnx.sha256 if self.runtime == "onnx" and self.onnx else self.sha256
+
+    def runtime_for(self, allow_pickle: bool) -> Runtime:
+        """What a worker scores this version with: the one publish chose, or ONNX where
+        pickles are refused; a version without ONNX bytes is then refused."""
+        if allow_pickle:
+            return self.runtime
+        if self.onnx is None:
+            raise ArtifactRejected(
+                f"version {self.version} is a joblib artifact and allow_pickle is false: "
+                f"publish it with --format onnx or both"
+            )
+        return "onnx"
 
     def summary(self) -> dict[str, object]:
         """JSON-ready metadata, without the signatures."""

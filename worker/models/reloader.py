@@ -190,9 +190,7 @@ class ModelReloader:
         """From the versions serving now, else the registry (verified and warmed up)."""
         model = self._models.get(version)
         if model is None:
-            model = load_version(
-                self._registry, version, self._settings.signing_key, self._settings.onnx_threads
-            )
+            model = load_version(self._registry, version, self._settings)
             self._models[version] = model
         return model
 

@@ -14,7 +14,7 @@ import pytest
 from kafka import KafkaProducer
 from sklearn.semi_supervised import LabelSpreading
 
-from tests.conftest import SteadyStream, TopicReader, wait_until
+from tests.conftest import SteadyStream, TopicReader, send_events, wait_until
 from worker.errors import ArtifactRejected
 from worker.models.holder import load_version
 from worker.models.registry import Registry
@@ -55,7 +55,7 @@ def test_an_onnx_only_version_stores_no_pickle_and_scores_as_scikit_learn_does(
     assert set(entry.onnx.versions) == {"skl2onnx", "onnxruntime", "onnx"}
     key = f"{settings.registry_prefix}:version:v1"
     assert redis_client.hget(key, "artifact") is None  # nothing for a worker to unpickle
-    loaded = load_version(registry, "v1", settings.signing_key)
+    loaded = load_version(registry, "v1", settings)
     assert loaded.sha256 == entry.onnx.sha256 == entry.served_sha256
     rows = feature_rows(300, seed=4)
     assert np.abs(loaded.score(rows) - forest.predict_proba(rows)[:, 1]).max() <= 1e-5
@@ -122,10 +122,52 @@ def test_tampered_or_unsigned_onnx_bytes_are_refused(
     redis_client.hset(f"{settings.registry_prefix}:version:plain", "onnx_artifact", b"tampered")
 
     with pytest.raises(ArtifactRejected, match="sha256 mismatch"):
-        load_version(registry, "plain", "")
+        load_version(registry, "plain", settings)
     with pytest.raises(ArtifactRejected, match="does not verify"):
-        load_version(registry, "signed", "key-two")
-    assert load_version(registry, "signed", "key-one").version == "signed"
+        load_version(registry, "signed", settings.replace(signing_key="key-two"))
+    assert load_version(registry, "signed", signed).version == "signed"
+
+
+def test_a_pickle_free_fleet_scores_onnx_and_refuses_a_joblib_version_everywhere(
+    settings: Settings,
+    scorer_main: Any,
+    registry: Registry,
+    redis_client: Any,
+    logistic: Any,
+    forest: Any,
+    producer: KafkaProducer,
+    reader: TopicReader,
+    worker_factory: Any,
+    tmp_path: Path,
+) -> None:
+    """allow_pickle false: a version stored both ways is scored from its ONNX bytes whichever
+    was faster; a joblib-only one is refused by the CLI (activate, canary) and, named by hand,
+    by the worker, which keeps its model."""
+    pickle_free = settings.replace(allow_pickle=False)
+    forest_path, logistic_path = saved(forest, tmp_path, "f"), saved(logistic, tmp_path, "l")
+    both = publish(scorer_main, settings, forest_path, "both-v1", "--format", "both")
+    joblib_only = publish(scorer_main, settings, logistic_path, "joblib-v2")
+    assert both.returncode == joblib_only.returncode == 0
+    assert scorer_main(pickle_free, "model", "activate", "both-v1").returncode == 0
+    for refused in (("activate", "joblib-v2"), ("canary", "joblib-v2", "--percent", "10")):
+        done = scorer_main(pickle_free, "model", *refused)
+        assert done.returncode == 5 and "allow_pickle is false" in done.stderr, done
+    assert registry.active_version() == "both-v1" and registry.route().canary is None
+
+    worker = worker_factory(pickle_free)
+    wait_until(lambda: worker.model_version() == "both-v1", what="both-v1 loaded")
+    loaded = worker.worker.holder.current()
+    onnx = registry.entry("both-v1").onnx
+    assert loaded is not None and onnx is not None and loaded.sha256 == onnx.sha256
+    redis_client.set(settings.active_key, "joblib-v2")
+    wait_until(
+        lambda: "allow_pickle is false" in (worker.worker.reloader.last_error or ""),
+        timeout=settings.active_poll_s + 5,
+        what="the joblib version refused",
+    )
+    ids = send_events(producer, settings.input_topic, feature_rows(50, seed=2))
+    wait_until(lambda: reader.scored_ids() == set(ids), what="scoring goes on with both-v1")
+    assert {p["model_version"] for p in reader.predictions} == {"both-v1"}
 
 
 def test_a_fleet_swaps_joblib_to_onnx_and_back_mid_stream_losing_nothing(
