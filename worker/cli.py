@@ -186,12 +186,22 @@ def build_parser() -> argparse.ArgumentParser:
         "  scorer bench --rounds 5\n"
         "  scorer bench --mode latency --rate 1000 --duration 20\n"
         "  scorer bench --mode experiments --client confluent   # canary, shadow, drift cost\n"
-        "  scorer bench --mode monitor   # scorer monitor beside the worker, join memory",
+        "  scorer bench --mode monitor   # scorer monitor beside the worker, join memory\n"
+        "  scorer bench --mode compiled  # joblib against ONNX, per model kind",
         formatter_class=HelpFormatter,
     )
     bench.add_argument(
         "--mode",
-        choices=["throughput", "latency", "swap", "backlog", "rebalance", "experiments", "monitor"],
+        choices=[
+            "throughput",
+            "latency",
+            "swap",
+            "backlog",
+            "rebalance",
+            "experiments",
+            "monitor",
+            "compiled",
+        ],
         default="throughput",
     )
     bench.add_argument(

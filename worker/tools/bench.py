@@ -15,6 +15,7 @@ joins are not counted. Modes:
 - rebalance: group changes under a steady stream, per client and group option
   (bench_rebalance.py).
 - experiments: what a canary, a shadow and drift counts cost (bench_experiments.py).
+- compiled: the same models as joblib and as ONNX (bench_compiled.py).
 - monitor: `scorer monitor` joining the worker's predictions to their labels, beside the
   worker's own rate, and the memory a join window holds (bench_monitor.py).
 """
@@ -219,10 +220,11 @@ def run_worker(
     exactly_once: bool = False,
     route: Route | None = None,
     output: str | None = None,
+    **settings: object,
 ) -> RunResult:
     """One `scorer run` over the pre-filled topic, with `model` active and, if given, a route
     (its own keys, so runs side by side never share one), into `output` (a new topic if not
-    given)."""
+    given), with these settings besides the bench's."""
     output = output or bench.topic("bench-out")
     guarantee = "exactly-once" if exactly_once else "at-least-once"
     tag = uuid.uuid4().hex[:6]
@@ -246,6 +248,7 @@ def run_worker(
         shadow_topic=f"{output}-shadow",
         metrics_port=0,
         processing_guarantee=guarantee,
+        **settings,
     )
     return _measure(bench, process, output, bench.options.events, f"worker, {model}")
 
@@ -691,6 +694,13 @@ def run_bench(settings: Settings, options: BenchOptions, mode: str) -> int:
             key = f"experiments ({options.client}, {bench.broker_name})"
             result = {key: {"machine": result["machine"], **experiments}}
             print(render_experiments(experiments))
+        elif mode == "compiled":
+            from worker.tools.bench_compiled import render_compiled, run_compiled
+
+            compiled = run_compiled(bench)
+            key = f"compiled ({options.client}, {bench.broker_name})"
+            result = {key: {"machine": result["machine"], **compiled}}
+            print(render_compiled(compiled))
         elif mode == "monitor":
             from worker.tools.bench_monitor import render_monitor, run_monitor_bench
 

@@ -4,6 +4,8 @@ swaps joblib -> ONNX -> joblib mid-stream without losing or mis-scoring an event
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,7 @@ import pytest
 from kafka import KafkaProducer
 from sklearn.semi_supervised import LabelSpreading
 
-from tests.conftest import SteadyStream, TopicReader, send_events, wait_until
+from tests.conftest import SteadyStream, TopicReader, send_events, settings_env, wait_until
 from worker.errors import ArtifactRejected
 from worker.models.holder import load_version
 from worker.models.registry import Registry
@@ -216,3 +218,34 @@ def test_a_fleet_swaps_joblib_to_onnx_and_back_mid_stream_losing_nothing(
         scores, tolerance = expected[prediction["model_version"]]
         index = int(prediction["event_id"].split("-")[1])
         assert abs(prediction["score"] - scores[index]) <= tolerance
+
+
+def test_a_pickle_free_worker_process_never_imports_scikit_learn_or_joblib(
+    settings: Settings, scorer_main: Any, forest: Any, tmp_path: Path
+) -> None:
+    """What the worker process imports to load and score an ONNX version (its memory: about
+    120 MB of RSS is scikit-learn's)."""
+    path = saved(forest, tmp_path, "f")
+    assert publish(scorer_main, settings, path, "v1", "--format", "onnx").returncode == 0
+    script = (
+        "import sys\n"
+        "import numpy as np\n"
+        "from worker.infra.clients import connect_redis\n"
+        "from worker.models.holder import load_version\n"
+        "from worker.models.registry import Registry\n"
+        "from worker.service import Worker\n"
+        "from worker.settings import load_settings\n"
+        "import os\n"
+        "settings = load_settings(os.environ)\n"
+        "registry = Registry.for_settings(connect_redis(settings), settings)\n"
+        "model = load_version(registry, 'v1', settings)\n"
+        "model.score(np.zeros((3, len(model.features))))\n"
+        "print(sorted(m for m in ('sklearn', 'joblib', 'scipy') if m in sys.modules))\n"
+    )
+    env = settings_env(settings.replace(allow_pickle=False))
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=False
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
