@@ -7,7 +7,8 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY worker ./worker
 COPY config ./config
-RUN pip install . && rm -rf /root/.cache
+# the onnx extra: ONNX versions and pickle-free fleets (allow_pickle = false)
+RUN pip install '.[onnx]' && rm -rf /root/.cache
 
 USER scorer
 EXPOSE 9464

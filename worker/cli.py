@@ -203,6 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
             "compiled",
         ],
         default="throughput",
+        metavar="MODE",
+        help="throughput (default), latency, swap, backlog, rebalance, experiments, monitor "
+        "or compiled",
     )
     bench.add_argument(
         "--events", type=int, help="events pre-filled (default 50000; backlog: 1000000)"
