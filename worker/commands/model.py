@@ -127,6 +127,8 @@ def refuse_unloadable(registry: Registry, settings: Settings, *versions: str) ->
 
 
 def cmd_model_rollback(args: argparse.Namespace, settings: Settings) -> int:
+    registry = registry_of(settings)
+    refuse_unloadable(registry, settings, registry.rollback_target())
     return switch_active(settings, lambda r: r.rollback(author(args), args.reason))
 
 

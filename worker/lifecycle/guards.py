@@ -26,7 +26,7 @@ import orjson
 import redis
 import structlog
 
-from worker.errors import RegistryError
+from worker.errors import ArtifactRejected, RegistryError
 from worker.lifecycle.live import Live
 from worker.lifecycle.quality import ClassifierQuality
 from worker.lifecycle.report import Judged, Report
@@ -174,6 +174,7 @@ class GuardKeeper:
         self._redis = client
         self._registry = registry
         self._prefix = f"{settings.registry_prefix}:guard"
+        self._allow_pickle = settings.allow_pickle
         self._announce = announce
         self._taken = taken
 
@@ -188,8 +189,23 @@ class GuardKeeper:
 
     def has_previous(self) -> bool:
         """Whether a rollback has a version to return to (not one a guardrail took out)."""
-        active, blocked = self._registry.active_version(), self.blocked()
-        return any(v != active and v not in blocked for v in self._registry.history())
+        active, avoided = self._registry.active_version(), self.avoided()
+        return any(v != active and v not in avoided for v in self._registry.history())
+
+    def avoided(self) -> frozenset[str]:
+        """Where a guard rollback may not go: the versions a guardrail took out and, in a
+        pickle-free fleet (allow_pickle false), those its workers would refuse (no ONNX)."""
+        blocked = self.blocked()
+        if self._allow_pickle:
+            return blocked
+        return blocked | {v for v in set(self._registry.history()) if not self._loadable(v)}
+
+    def _loadable(self, version: str) -> bool:
+        try:
+            self._registry.entry(version).runtime_for(allow_pickle=False)
+        except (RegistryError, ArtifactRejected):
+            return False
+        return True
 
     def carry_out(self, decision: Decision) -> bool:
         """True if this monitor took the action (False: another did, or the state moved on)."""
@@ -234,7 +250,7 @@ class GuardKeeper:
                 AUTHOR,
                 decision.reason,
                 expect_active=decision.version,
-                avoid=self.blocked(),
+                avoid=self.avoided(),
                 details=details,
             )
             self._redis.sadd(self.blocked_key, decision.version)

@@ -22,7 +22,7 @@ operator and a guardrail) cannot interleave.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from importlib.metadata import version as installed_version
 from typing import TypeVar, cast
@@ -293,13 +293,7 @@ class Registry:
             if expect_active is not None and _text_or_none(active) != expect_active:
                 raise RegistryError(f"{expect_active} is no longer the active version")
             history = pipe.lrange(self._history_key, 0, -1)
-            skip = 0
-            while skip < len(history) and (
-                history[skip] == active or _text(history[skip]) in avoid
-            ):
-                skip += 1
-            if skip == len(history):
-                raise RegistryError("no earlier version to roll back to")
+            skip = _rollback_index(history, active, avoid)
             target = _text(history[skip])
             route = self._route_in(pipe).without(target)
             pipe.multi()
@@ -313,6 +307,13 @@ class Registry:
             return target
 
         return self.entry(self._watching(swap, self._history_key))
+
+    def rollback_target(self, avoid: frozenset[str] = frozenset()) -> str:
+        """The version `rollback` would activate now (a check before it; the rollback itself
+        decides again inside its transaction)."""
+        active = self._redis.get(self.active_key)
+        history = self._redis.lrange(self._history_key, 0, -1)
+        return _text(history[_rollback_index(history, active, avoid)])
 
     def route(self) -> Route:
         """The route as stored; RegistryError if a hand edit left it unreadable."""
@@ -447,6 +448,17 @@ class Registry:
         record = {"action": action, "at": time.time(), "by": by, "reason": reason} | details
         pipe.lpush(self._changes_key, orjson.dumps(record))
         pipe.ltrim(self._changes_key, 0, CHANGES_LIMIT - 1)
+
+
+def _rollback_index(history: Sequence[object], active: object, avoid: frozenset[str]) -> int:
+    """Where in the history (newest first) a rollback lands: past the active version and the
+    versions to avoid."""
+    skip = 0
+    while skip < len(history) and (history[skip] == active or _text(history[skip]) in avoid):
+        skip += 1
+    if skip == len(history):
+        raise RegistryError("no earlier version to roll back to")
+    return skip
 
 
 def _encode_meta(entry: RegistryEntry) -> dict[FieldT, EncodableT]:

@@ -16,9 +16,12 @@ from worker.lifecycle.guards import AUTHOR, Action, Decision, GuardKeeper
 from worker.lifecycle.join import JoinStore, Swept
 from worker.lifecycle.records import Label, Prediction
 from worker.lifecycle.report import build_report
+from worker.models.artifacts import inspect_estimator
+from worker.models.compiled import compile_estimator, probe_rows
 from worker.models.registry import Registry
 from worker.models.usage import UsageStore
 from worker.settings import Settings
+from worker.tools.synthetic import FEATURES
 
 pytestmark = pytest.mark.integration
 
@@ -340,3 +343,28 @@ def test_the_canary_is_compared_with_the_primary_over_one_span_when_windows_are_
     comparison = report["comparison"]
     assert (comparison["canary_labelled"], comparison["primary_labelled"]) == (29, 50)
     assert report["versions"]["v2"]["arms"]["canary"]["labelled"] == 50
+
+
+def test_a_pickle_free_guard_rollback_passes_over_versions_its_workers_would_refuse(
+    redis_client: redis.Redis,
+    registry: Registry,
+    settings: Settings,
+    publish: Callable[..., None],
+    logistic: Any,
+) -> None:
+    """allow_pickle false: v3 fails; v2 before it is joblib only, so the rollback lands on v1,
+    which has ONNX bytes; with no such version left there is nothing to return to."""
+    info = inspect_estimator(logistic, FEATURES)
+    probe = probe_rows(logistic, len(FEATURES), None)
+    compiled = compile_estimator(logistic, info, probe, 1e-5)
+    for version in ("v1", "v3"):
+        registry.publish(None, version, info, compiled=compiled, runtime="onnx")
+    registry.activate("v1")
+    publish(logistic, "v2")  # joblib only, activated
+    registry.activate("v3")
+    monitor = Keeper(redis_client, registry, settings.replace(allow_pickle=False))
+
+    assert monitor.keeper.avoided() == {"v2"}
+    assert monitor.keeper.carry_out(_decision("rollback", "v3"))
+    assert registry.active_version() == "v1"
+    assert not monitor.keeper.has_previous()  # v2 refused, v3 blocked: an alert next time

@@ -143,15 +143,21 @@ def test_a_pickle_free_fleet_scores_onnx_and_refuses_a_joblib_version_everywhere
     tmp_path: Path,
 ) -> None:
     """allow_pickle false: a version stored both ways is scored from its ONNX bytes whichever
-    was faster; a joblib-only one is refused by the CLI (activate, canary) and, named by hand,
-    by the worker, which keeps its model."""
+    was faster; a joblib-only one is refused by the CLI (activate, canary, a rollback to it)
+    and, named by hand, by the worker, which keeps its model."""
     pickle_free = settings.replace(allow_pickle=False)
     forest_path, logistic_path = saved(forest, tmp_path, "f"), saved(logistic, tmp_path, "l")
     both = publish(scorer_main, settings, forest_path, "both-v1", "--format", "both")
     joblib_only = publish(scorer_main, settings, logistic_path, "joblib-v2")
     assert both.returncode == joblib_only.returncode == 0
+    assert scorer_main(settings, "model", "activate", "joblib-v2").returncode == 0  # history
     assert scorer_main(pickle_free, "model", "activate", "both-v1").returncode == 0
-    for refused in (("activate", "joblib-v2"), ("canary", "joblib-v2", "--percent", "10")):
+    refusals = [
+        ("activate", "joblib-v2"),
+        ("canary", "joblib-v2", "--percent", "10"),
+        ("rollback",),  # to joblib-v2
+    ]
+    for refused in refusals:
         done = scorer_main(pickle_free, "model", *refused)
         assert done.returncode == 5 and "allow_pickle is false" in done.stderr, done
     assert registry.active_version() == "both-v1" and registry.route().canary is None
