@@ -12,7 +12,6 @@ import datetime as dt
 import getpass
 import socket
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -115,8 +114,9 @@ def compile_of(
 
 
 def cmd_model_activate(args: argparse.Namespace, settings: Settings) -> int:
-    refuse_unloadable(registry_of(settings), settings, args.version)
-    return switch_active(settings, lambda r: r.activate(args.version, author(args), args.reason))
+    registry = registry_of(settings)
+    refuse_unloadable(registry, settings, args.version)
+    return announce_active(settings, registry.activate(args.version, author(args), args.reason))
 
 
 def refuse_unloadable(registry: Registry, settings: Settings, *versions: str) -> None:
@@ -129,12 +129,12 @@ def refuse_unloadable(registry: Registry, settings: Settings, *versions: str) ->
 def cmd_model_rollback(args: argparse.Namespace, settings: Settings) -> int:
     registry = registry_of(settings)
     refuse_unloadable(registry, settings, registry.rollback_target())
-    return switch_active(settings, lambda r: r.rollback(author(args), args.reason))
+    return announce_active(settings, registry.rollback(author(args), args.reason))
 
 
-def switch_active(settings: Settings, switch: Callable[[Registry], RegistryEntry]) -> int:
-    """Switch in Redis (the truth), then announce on the control topic (the trigger)."""
-    entry = switch(registry_of(settings))
+def announce_active(settings: Settings, entry: RegistryEntry) -> int:
+    """After a switch in Redis (the truth): say so, and announce it on the control topic (the
+    trigger)."""
     print(f"active version is now {entry.version} (sha256={entry.served_sha256})")
     announce_change(settings, activation_message(entry))
     return 0

@@ -14,11 +14,11 @@ from typing import Any
 import orjson
 
 from worker.commands.model import (
+    announce_active,
     announce_change,
     author,
     refuse_unloadable,
     registry_of,
-    switch_active,
 )
 from worker.commands.status import read_heartbeats, route_text, stored_route
 from worker.errors import RegistryError
@@ -30,8 +30,9 @@ from worker.settings import Settings
 
 
 def cmd_model_canary(args: argparse.Namespace, settings: Settings) -> int:
-    refuse_unloadable(registry_of(settings), settings, args.version)
-    route = registry_of(settings).set_canary(
+    registry = registry_of(settings)
+    refuse_unloadable(registry, settings, args.version)
+    route = registry.set_canary(
         args.version, args.percent, force=args.force, by=author(args), reason=args.reason
     )
     print(f"canary is now {args.version} on {args.percent:g} % of keys; route {_text(route)}")
@@ -42,8 +43,9 @@ def cmd_model_canary(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_model_shadow(args: argparse.Namespace, settings: Settings) -> int:
     if args.off == bool(args.versions):
         raise RegistryError("name the shadow versions, or --off to clear them (not both)")
-    refuse_unloadable(registry_of(settings), settings, *args.versions)
-    route = registry_of(settings).set_shadow(
+    registry = registry_of(settings)
+    refuse_unloadable(registry, settings, *args.versions)
+    route = registry.set_shadow(
         [] if args.off else args.versions, by=author(args), reason=args.reason
     )
     shadows = ", ".join(route.shadow) or "none"
@@ -53,7 +55,8 @@ def cmd_model_shadow(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_model_promote(args: argparse.Namespace, settings: Settings) -> int:
-    return switch_active(settings, lambda r: r.promote(by=author(args), reason=args.reason))
+    entry = registry_of(settings).promote(by=author(args), reason=args.reason)
+    return announce_active(settings, entry)
 
 
 def cmd_model_abort(args: argparse.Namespace, settings: Settings) -> int:

@@ -17,7 +17,8 @@ from kafka import KafkaProducer
 from sklearn.semi_supervised import LabelSpreading
 
 from tests.conftest import SteadyStream, TopicReader, send_events, settings_env, wait_until
-from worker.errors import ArtifactRejected
+from worker.errors import ArtifactRejected, RegistryError
+from worker.models.artifacts import inspect_estimator
 from worker.models.holder import load_version
 from worker.models.registry import Registry
 from worker.settings import Settings
@@ -39,15 +40,20 @@ def publish(scorer_main: Any, settings: Settings, path: str, version: str, *extr
     return scorer_main(settings, *args, *extra)
 
 
+@pytest.fixture
+def forest_file(forest: Any, tmp_path: Path) -> str:
+    return saved(forest, tmp_path, "f")
+
+
 def test_an_onnx_only_version_stores_no_pickle_and_scores_as_scikit_learn_does(
     settings: Settings,
     scorer_main: Any,
     registry: Registry,
     redis_client: Any,
     forest: Any,
-    tmp_path: Path,
+    forest_file: str,
 ) -> None:
-    done = publish(scorer_main, settings, saved(forest, tmp_path, "f"), "v1", "--format", "onnx")
+    done = publish(scorer_main, settings, forest_file, "v1", "--format", "onnx")
 
     assert done.returncode == 0, done.stderr
     assert "format=onnx runtime=onnx" in done.stdout and "largest score difference" in done.stdout
@@ -109,18 +115,24 @@ def test_refused_conversions_store_nothing_and_say_why_in_one_line(
     assert registry.versions() == []
 
 
-def test_tampered_or_unsigned_onnx_bytes_are_refused(
-    settings: Settings,
-    scorer_main: Any,
-    registry: Registry,
-    redis_client: Any,
-    forest: Any,
-    tmp_path: Path,
+def test_a_version_is_refused_when_the_runtime_it_names_is_not_stored(
+    registry: Registry, logistic: Any
 ) -> None:
-    path = saved(forest, tmp_path, "f")
+    info = inspect_estimator(logistic, FEATURES)
+    with pytest.raises(RegistryError, match="would be scored by onnx, not stored"):
+        registry.publish(b"joblib bytes", "v1", info, runtime="onnx")
+    with pytest.raises(RegistryError, match="would be scored by joblib, not stored"):
+        registry.publish(None, "v1", info)
+    assert registry.versions() == []
+
+
+def test_tampered_or_unsigned_onnx_bytes_are_refused(
+    settings: Settings, scorer_main: Any, registry: Registry, redis_client: Any, forest_file: str
+) -> None:
     signed = settings.replace(signing_key="key-one")
-    assert publish(scorer_main, settings, path, "plain", "--format", "onnx").returncode == 0
-    assert publish(scorer_main, signed, path, "signed", "--format", "onnx").returncode == 0
+    for publisher, version in ((settings, "plain"), (signed, "signed")):
+        done = publish(scorer_main, publisher, forest_file, version, "--format", "onnx")
+        assert done.returncode == 0
     redis_client.hset(f"{settings.registry_prefix}:version:plain", "onnx_artifact", b"tampered")
 
     with pytest.raises(ArtifactRejected, match="sha256 mismatch"):
@@ -136,7 +148,7 @@ def test_a_pickle_free_fleet_scores_onnx_and_refuses_a_joblib_version_everywhere
     registry: Registry,
     redis_client: Any,
     logistic: Any,
-    forest: Any,
+    forest_file: str,
     producer: KafkaProducer,
     reader: TopicReader,
     worker_factory: Any,
@@ -146,8 +158,8 @@ def test_a_pickle_free_fleet_scores_onnx_and_refuses_a_joblib_version_everywhere
     was faster; a joblib-only one is refused by the CLI (activate, canary, a rollback to it)
     and, named by hand, by the worker, which keeps its model."""
     pickle_free = settings.replace(allow_pickle=False)
-    forest_path, logistic_path = saved(forest, tmp_path, "f"), saved(logistic, tmp_path, "l")
-    both = publish(scorer_main, settings, forest_path, "both-v1", "--format", "both")
+    logistic_path = saved(logistic, tmp_path, "l")
+    both = publish(scorer_main, settings, forest_file, "both-v1", "--format", "both")
     joblib_only = publish(scorer_main, settings, logistic_path, "joblib-v2")
     assert both.returncode == joblib_only.returncode == 0
     assert scorer_main(settings, "model", "activate", "joblib-v2").returncode == 0  # history
@@ -227,12 +239,11 @@ def test_a_fleet_swaps_joblib_to_onnx_and_back_mid_stream_losing_nothing(
 
 
 def test_a_pickle_free_worker_process_never_imports_scikit_learn_or_joblib(
-    settings: Settings, scorer_main: Any, forest: Any, tmp_path: Path
+    settings: Settings, scorer_main: Any, forest_file: str
 ) -> None:
     """What the worker process imports to load and score an ONNX version (its memory: about
     120 MB of RSS is scikit-learn's)."""
-    path = saved(forest, tmp_path, "f")
-    assert publish(scorer_main, settings, path, "v1", "--format", "onnx").returncode == 0
+    assert publish(scorer_main, settings, forest_file, "v1", "--format", "onnx").returncode == 0
     script = (
         "import sys\n"
         "import numpy as np\n"
