@@ -421,7 +421,7 @@ def cmd_monitor(args: argparse.Namespace, settings: Settings) -> int:
     from worker.lifecycle.monitor import Monitor
 
     monitor = Monitor(settings)
-    bind_process_fields(monitor_id=monitor.monitor_id)
+    bind_process_fields(monitor_id=monitor.process_id)
     install_stop_handlers(monitor.stop)
     monitor.run()
     return 0

@@ -27,7 +27,8 @@ import redis
 
 from worker.errors import ServiceUnavailable
 from worker.infra.clients import build_producer, connect_redis
-from worker.lifecycle.join import SEP, JoinStore
+from worker.lifecycle.join import JoinStore
+from worker.lifecycle.pairing import SEP
 from worker.tools.bench import Bench, prefill, run_worker
 from worker.tools.proc_stats import tree_peak_rss_mb
 from worker.tools.processes import stop_process

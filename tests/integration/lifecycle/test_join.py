@@ -13,7 +13,8 @@ import redis
 
 from worker.infra.clients import connect_redis
 from worker.lifecycle.guards import AUTHOR, Action, Decision, GuardKeeper
-from worker.lifecycle.join import JoinStore, Swept
+from worker.lifecycle.join import JoinStore
+from worker.lifecycle.pairing import Swept
 from worker.lifecycle.records import Label, Prediction
 from worker.lifecycle.report import build_report
 from worker.models.artifacts import inspect_estimator
