@@ -14,7 +14,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import joblib
 import orjson
@@ -25,6 +25,7 @@ from kafka.admin import NewTopic
 
 from worker.infra.clients import client_options, connect_redis, ensure_topics, topic_reader
 from worker.lifecycle.monitor import Monitor
+from worker.lifecycle.retrainer import Retrainer
 from worker.models.artifacts import inspect_estimator
 from worker.models.registry import Registry
 from worker.service import Worker
@@ -131,6 +132,7 @@ def settings(broker: Broker, redis_server: RedisServer) -> Settings:
         labels_topic=f"labels-{tag}",
         group_id=f"group-{tag}",
         monitor_group_id=f"monitor-{tag}",
+        retrain_group_id=f"retrain-{tag}",
         active_key=f"test:{tag}:active",
         route_key=f"test:{tag}:route",
         registry_prefix=f"test:{tag}",
@@ -410,12 +412,35 @@ class RunningMonitor(InThread):
         return lambda: self.monitor.evaluations >= target
 
 
-@pytest.fixture
-def monitor_factory() -> Iterator[Callable[[Settings], RunningMonitor]]:
-    started: list[RunningMonitor] = []
+class RunningRetrainer(InThread):
+    def __init__(self, settings: Settings) -> None:
+        self.retrainer = Retrainer(settings)
+        super().__init__(self.retrainer)
 
-    def start(settings: Settings) -> RunningMonitor:
-        started.append(RunningMonitor(settings))
+    def rounds(self) -> int:
+        """Rounds this retrainer carried out: candidates it fitted or found nothing to fit."""
+        trainer = self.retrainer.trainer
+        return trainer.rounds if trainer else 0
+
+    def checked_again(self, times: int = 2) -> Callable[[], bool]:
+        """A condition: this many more checks than now have completed."""
+        trainer = self.retrainer.trainer
+        target = (trainer.checks if trainer else 0) + times
+        return lambda: (
+            self.retrainer.trainer is not None and self.retrainer.trainer.checks >= target
+        )
+
+
+R = TypeVar("R", bound=InThread)
+
+
+def _in_threads(kind: Callable[[Settings], R]) -> Iterator[Callable[[Settings], R]]:
+    """A factory of services of one kind in threads; each is stopped at teardown, and must
+    not have failed."""
+    started: list[R] = []
+
+    def start(settings: Settings) -> R:
+        started.append(kind(settings))
         return started[-1]
 
     yield start
@@ -423,6 +448,16 @@ def monitor_factory() -> Iterator[Callable[[Settings], RunningMonitor]]:
         if running.thread.is_alive():
             running.stop()
         assert running.error is None, running.error
+
+
+@pytest.fixture
+def monitor_factory() -> Iterator[Callable[[Settings], RunningMonitor]]:
+    yield from _in_threads(RunningMonitor)
+
+
+@pytest.fixture
+def retrainer_factory() -> Iterator[Callable[[Settings], RunningRetrainer]]:
+    yield from _in_threads(RunningRetrainer)
 
 
 @pytest.fixture

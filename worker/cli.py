@@ -134,6 +134,22 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=HelpFormatter,
     )
     monitor.set_defaults(command=cmd_monitor)
+    retrain = commands.add_parser(
+        "retrain",
+        parents=[common],
+        help="retrain from the labelled stream; publish a better version as a canary",
+        description="Run a retrainer process: it reads the input and labels topics in its own "
+        "consumer group (retrain_group_id), joins each label to its feature event within "
+        "label_window_s, keeps the newest retrain_window_rows labelled rows in Redis, and "
+        "every retrain_interval_s (or after retrain_min_new_labels new rows, or when the "
+        "primary breaches a guard) fits a candidate from the active version, judges it on the "
+        "newest rows against the primary, and publishes a better one as a canary at "
+        "retrain_canary_percent. The monitor's guardrails then promote it "
+        "(guard_promote_min_labels) or abort it. Run one or several: each round is taken once.",
+        epilog="example: SCORER_RETRAIN_INTERVAL_S=300 scorer retrain --set metrics_port=9466",
+        formatter_class=HelpFormatter,
+    )
+    retrain.set_defaults(command=cmd_retrain)
     quality = commands.add_parser(
         "quality",
         parents=[common],
@@ -424,6 +440,16 @@ def cmd_monitor(args: argparse.Namespace, settings: Settings) -> int:
     bind_process_fields(monitor_id=monitor.process_id)
     install_stop_handlers(monitor.stop)
     monitor.run()
+    return 0
+
+
+def cmd_retrain(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.lifecycle.retrainer import Retrainer
+
+    retrainer = Retrainer(settings)
+    bind_process_fields(retrainer_id=retrainer.process_id)
+    install_stop_handlers(retrainer.stop)
+    retrainer.run()
     return 0
 
 

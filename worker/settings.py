@@ -49,6 +49,10 @@ _POSITIVE = (
     "quality_interval_s",
     "guard_min_labels",
     "drift_window_s",
+    "retrain_window_rows",
+    "retrain_min_rows",
+    "retrain_interval_s",
+    "retrain_min_new_labels",
 )
 # guards: 0 is off
 _NOT_NEGATIVE = (
@@ -58,6 +62,7 @@ _NOT_NEGATIVE = (
     "guard_rollback_window_s",
     "guard_max_psi",
     "guard_max_error_rate",
+    "guard_promote_min_labels",
 )
 
 _TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
@@ -70,6 +75,8 @@ KafkaClient = Literal["kafka-python", "confluent"]
 ProcessingGuarantee = Literal["at-least-once", "exactly-once"]
 PartitionAssignment = Literal["eager", "cooperative-sticky"]
 GroupProtocol = Literal["classic", "consumer"]
+RetrainMethod = Literal["refit", "partial_fit"]
+RetrainFormat = Literal["joblib", "onnx", "both"]
 
 
 @dataclass(frozen=True)
@@ -142,6 +149,16 @@ class Settings:
     guard_rollback_window_s: float = 0.0
     guard_max_psi: float = 0.0
     guard_max_error_rate: float = 0.0
+    guard_promote_min_labels: int = 0
+    retrain_group_id: str = "scorer-retrain"
+    retrain_window_rows: int = 20000
+    retrain_min_rows: int = 2000
+    retrain_holdout_share: float = 0.25
+    retrain_interval_s: float = 600.0
+    retrain_min_new_labels: int = 5000
+    retrain_method: RetrainMethod = "refit"
+    retrain_format: RetrainFormat = "joblib"
+    retrain_canary_percent: float = 10.0
 
     def __post_init__(self) -> None:
         for name in _POSITIVE:
@@ -193,6 +210,21 @@ class Settings:
                 raise ConfigError(
                     f"setting {name} must be 0 (off) or more, got {getattr(self, name)}"
                 )
+        if self.retrain_min_rows > self.retrain_window_rows:
+            raise ConfigError(
+                f"setting retrain_min_rows ({self.retrain_min_rows}) must not exceed "
+                f"retrain_window_rows ({self.retrain_window_rows})"
+            )
+        if not 0 < self.retrain_holdout_share < 1:
+            raise ConfigError(
+                f"setting retrain_holdout_share must be within (0, 1), "
+                f"got {self.retrain_holdout_share}"
+            )
+        if not 0 < self.retrain_canary_percent <= 50:
+            raise ConfigError(
+                f"setting retrain_canary_percent must be within (0, 50], "
+                f"got {self.retrain_canary_percent}"
+            )
         if not 0 < self.decision_threshold < 1:
             raise ConfigError(
                 f"setting decision_threshold must be within (0, 1), got {self.decision_threshold}"
@@ -271,6 +303,8 @@ _CHOICES = {
     "ProcessingGuarantee": ProcessingGuarantee,
     "PartitionAssignment": PartitionAssignment,
     "GroupProtocol": GroupProtocol,
+    "RetrainMethod": RetrainMethod,
+    "RetrainFormat": RetrainFormat,
 }
 
 

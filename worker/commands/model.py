@@ -28,8 +28,6 @@ if TYPE_CHECKING:
     import numpy as np
 
     from worker.models.artifacts import EstimatorInfo
-    from worker.models.compiled import Compiled, Runtime
-    from worker.models.profile import ReferenceProfile
 
 
 def registry_of(settings: Settings) -> Registry:
@@ -45,6 +43,7 @@ def cmd_model_publish(args: argparse.Namespace, settings: Settings) -> int:
     # scikit-learn and the artifact checks load here only: the other commands start in a
     # fraction of the time (an operator's promote on a busy host, for one)
     from worker.models.artifacts import inspect_estimator, load_estimator
+    from worker.models.publishing import publish_estimator
 
     try:
         data = args.file.read_bytes()
@@ -52,23 +51,22 @@ def cmd_model_publish(args: argparse.Namespace, settings: Settings) -> int:
         raise ConfigError(f"cannot read {args.file}: {exc.strerror}") from None
     features = [f.strip() for f in args.features.split(",")] if args.features else None
     estimator = load_estimator(data)
-    info = inspect_estimator(estimator, features)
-    rows = reference_rows(args.reference, info) if args.reference else None
-    profile = reference_of(rows, estimator, info) if rows is not None else None
-    compiled = compile_of(args, estimator, info, rows) if args.format != "joblib" else None
-    runtime: Runtime = "joblib"
-    if compiled is not None:
-        runtime = "onnx" if args.format == "onnx" else compiled.faster
-    entry = registry_of(settings).publish(
-        data if args.format != "onnx" else None,
+    rows = None
+    if args.reference:
+        rows = reference_rows(args.reference, inspect_estimator(estimator, features))
+    published = publish_estimator(
+        registry_of(settings),
+        data,
+        estimator,
         args.version,
-        info,
-        args.note,
-        settings.signing_key,
-        reference=profile.to_json() if profile else None,
-        compiled=compiled,
-        runtime=runtime,
+        features=features,
+        note=args.note,
+        signing_key=settings.signing_key,
+        fmt=args.format,
+        tolerance=args.tolerance,
+        reference_rows=rows,
     )
+    entry, compiled, profile = published.entry, published.compiled, published.profile
     print(
         f"published {entry.version} sha256={entry.served_sha256} {entry.estimator_class} "
         f"features={len(entry.features)} format={entry.format} runtime={entry.runtime}"
@@ -91,26 +89,6 @@ def reference_rows(path: Path, info: EstimatorInfo) -> np.ndarray:
     from worker.models.reference_file import read_reference
 
     return read_reference(path, info.features)
-
-
-def reference_of(rows: np.ndarray, estimator: object, info: EstimatorInfo) -> ReferenceProfile:
-    """The drift reference: the rows, and the model's own scores on them."""
-    from worker.models.profile import build_profile
-    from worker.models.scoring import score_function
-
-    scores = score_function(estimator, info.kind)(rows)
-    return build_profile(rows, info.features, scores)
-
-
-def compile_of(
-    args: argparse.Namespace, estimator: object, info: EstimatorInfo, rows: np.ndarray | None
-) -> Compiled:
-    """The ONNX conversion, checked on the reference rows or on rows drawn within the
-    model's feature ranges."""
-    from worker.models.compiled import compile_estimator, probe_rows
-
-    probe = probe_rows(estimator, len(info.features), rows)
-    return compile_estimator(estimator, info, probe, args.tolerance)
 
 
 def cmd_model_activate(args: argparse.Namespace, settings: Settings) -> int:

@@ -1,11 +1,14 @@
-"""Guardrails: take a bad version out without waiting for a person.
+"""Guardrails: take a bad version out, and put a proven one in, without waiting for a person.
 
 A canary that breaches a guard is aborted; a primary activated (or promoted) less than
 `guard_rollback_window_s` ago that breaches one is rolled back to the version before it (with
 none before it, an alert: a log line and a metric, nothing more). The error-rate and drift
 guards judge what the version met on live data once it was given `guard_min_labels` rows (no
 labels needed); the AUC and log-loss guards judge classifiers once they have
-`guard_min_labels` labelled predictions in their role.
+`guard_min_labels` labelled predictions in their role. With `guard_promote_min_labels` set, an
+automatic canary (one the retrainer put there; a person's canary is theirs to promote) that
+breaches nothing and whose AUC beats the primary's, the whole 95 % interval of the difference
+above zero, once it has that many labelled predictions, is promoted.
 
 Each decision is taken once however many monitors run: a monitor first claims it in Redis
 (`SET NX` on a key naming the action, the version and when its role began), and the registry
@@ -37,9 +40,10 @@ from worker.settings import Settings
 
 log = structlog.get_logger(__name__)
 
-Action = Literal["abort", "rollback", "alert"]
-ACTIONS: tuple[Action, ...] = ("abort", "rollback", "alert")
+Action = Literal["abort", "rollback", "alert", "promote"]
+ACTIONS: tuple[Action, ...] = ("abort", "rollback", "alert", "promote")
 AUTHOR = "scorer-monitor"
+RETRAINER = "scorer-retrain"  # the author of automatic canaries
 _CLAIM_TTL_S = 7 * 24 * 3600
 _LEASE_S = 60
 # A primary is judged for rollback only when someone chose it (an operator's activate, a
@@ -137,8 +141,11 @@ def _live_breaches(live: Live, settings: Settings) -> dict[str, str]:
 def decide(report: Report, settings: Settings, now: float, has_previous: bool) -> list[Decision]:
     """What the guards call for on this report."""
     decisions = []
-    if report.canary is not None and (reasons := breaches(report.canary, settings)):
-        decisions.append(_decision("abort", report.canary, reasons))
+    canary = report.canary
+    if canary is not None and (reasons := breaches(canary, settings)):
+        decisions.append(_decision("abort", canary, reasons))
+    elif canary is not None and (proof := _proven(canary, settings)):
+        decisions.append(_decision("promote", canary, [proof]))
     primary = report.primary
     fresh = (
         primary is not None
@@ -149,6 +156,30 @@ def decide(report: Report, settings: Settings, now: float, has_previous: bool) -
     if primary is not None and fresh and (reasons := breaches(primary, settings)):
         decisions.append(_decision("rollback" if has_previous else "alert", primary, reasons))
     return decisions
+
+
+def _proven(canary: Judged, settings: Settings) -> str:
+    """Why an automatic canary is promoted ("": it is not, or not yet)."""
+    needed, comparison, compared = (
+        settings.guard_promote_min_labels,
+        canary.comparison,
+        canary.compared,
+    )
+    if (
+        not needed
+        or canary.author != RETRAINER
+        or comparison is None
+        or comparison.verdict != "better"
+        or comparison.difference is None
+        or compared is None
+        or compared.labelled < needed
+    ):
+        return ""
+    return (
+        f"AUC {comparison.difference:+.4f} above the primary's on {compared.labelled} labelled "
+        f"predictions (95 % interval of the difference {comparison.low:.4f}.."
+        f"{comparison.high:.4f}, above 0; guard_promote_min_labels {needed})"
+    )
 
 
 def _decision(action: Action, judged: Judged, reasons: list[str]) -> Decision:
@@ -245,6 +276,11 @@ class GuardKeeper:
                 by=AUTHOR, reason=decision.reason, expect_canary=decision.version, details=details
             )
             return route_message("abort", Route())
+        if decision.action == "promote":
+            entry = self._registry.promote(
+                by=AUTHOR, reason=decision.reason, expect_canary=decision.version, details=details
+            )
+            return activation_message(entry)
         if decision.action == "rollback":
             entry = self._registry.rollback(
                 AUTHOR,

@@ -1,4 +1,4 @@
-"""Prometheus metrics of one monitor, in its own registry.
+"""Prometheus metrics of one monitor, and of one retrainer, each in its own registry.
 
 The quality gauges are read from the latest report at scrape time, so a version that leaves
 every window leaves /metrics too (no stale series). Every labelled counter exists from the
@@ -10,10 +10,11 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from worker.lifecycle.candidate import Rejection
 from worker.lifecycle.guards import ACTIONS
 from worker.lifecycle.records import LabelReason
 from worker.lifecycle.report import Report
@@ -90,6 +91,68 @@ class MonitorMetrics:
             self.records.labels(kind)
         self.quality = QualityCollector()
         r.register(self.quality)
+
+
+class RetrainMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.records = Counter(
+            "scorer_retrain_records_total",
+            "Feature events and labels read and applied to the training join",
+            ["kind"],
+            registry=r,
+        )
+        self.malformed = Counter(
+            "scorer_retrain_malformed_total",
+            "Records of the input or labels topic that could not be joined",
+            ["reason"],
+            registry=r,
+        )
+        self.joined = Counter(
+            "scorer_retrain_joined_total", "Labelled rows added to the training window", registry=r
+        )
+        self.dropped = Counter(
+            "scorer_retrain_dropped_total",
+            "Join windows closed unjoined: an event never labelled, or a label whose event "
+            "never came, within label_window_s",
+            ["reason"],
+            registry=r,
+        )
+        self.redis_errors = Counter(
+            "scorer_retrain_redis_errors_total",
+            "Failed Redis round trips (the batch is read again, nothing is committed past it)",
+            registry=r,
+        )
+        self.candidates = Counter(
+            "scorer_retrain_candidates_total",
+            "Candidates this retrainer fitted, by outcome (published, rejected) and why a "
+            "rejected one was",
+            ["outcome", "reason"],
+            registry=r,
+        )
+        self.fit_seconds = Histogram(
+            "scorer_retrain_fit_seconds",
+            "Time to fit one candidate",
+            buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
+            registry=r,
+        )
+        self.window_rows = Gauge(
+            "scorer_retrain_window_rows", "Labelled rows in the training window", registry=r
+        )
+        self.pending = Gauge(
+            "scorer_retrain_pending_joins", "Events whose join window is open", registry=r
+        )
+        self.ready = Gauge("scorer_ready", "1 when the retrainer is ready", registry=r)
+        for reason in LabelReason.codes():
+            self.malformed.labels(reason)
+        for drop in DROP_REASONS:
+            self.dropped.labels(drop)
+        for kind in ("feature", "label"):
+            self.records.labels(kind)
+        self.candidates.labels("published", "")
+        for rejection in Rejection.codes():
+            self.candidates.labels("rejected", rejection)
 
 
 class QualityCollector(Collector):

@@ -74,14 +74,14 @@ class Monitor(JoinProcess):
             self.settings.max_event_bytes,
         )
         try:
-            joined = store.add(batch.predictions, batch.labels, time.time())
+            joined = store.add(batch.halves, batch.labels, time.time())
         except redis.RedisError as exc:
             self.redis_failed("monitor.redis_unavailable", exc)
             return False
         self.redis_ok()
         # once the batch is in: a batch read again is not counted twice
         self.count_rejects(batch.rejects, self.metrics.malformed)
-        self.metrics.records.labels("prediction").inc(len(batch.predictions))
+        self.metrics.records.labels("prediction").inc(len(batch.halves))
         self.metrics.records.labels("label").inc(len(batch.labels))
         self.metrics.joined.inc(joined)
         return True

@@ -27,6 +27,7 @@ from sklearn.metrics import (
 
 Verdict = Literal["better", "worse", "inconclusive"]
 COMPARISON_TEST = "DeLong AUC difference, unpaired, 95 % interval"
+PAIRED_TEST = "DeLong AUC difference, paired (same rows), 95 % interval"
 Z_95 = 1.959963984540054  # two-sided 95 % quantile of the standard normal
 
 
@@ -124,6 +125,31 @@ def regressor_quality(predictions: np.ndarray, labels: np.ndarray) -> RegressorQ
 
 def delong_auc(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     """(AUC, DeLong variance) from midranks (Sun and Xu 2014), needing two of each class."""
+    v10, v01 = _structural_components(scores, labels)
+    auc = float(np.mean(v10))
+    variance = float(np.var(v10, ddof=1) / len(v10) + np.var(v01, ddof=1) / len(v01))
+    return auc, variance
+
+
+def compare_paired_auc(
+    candidate: np.ndarray, baseline: np.ndarray, labels: np.ndarray
+) -> Comparison:
+    """Candidate AUC minus baseline AUC when both scored the same rows, with DeLong's paired
+    95 % interval: the variance of the difference of the structural components, which the
+    two models' correlation on shared rows makes far narrower than the unpaired interval."""
+    _check_pairs(baseline, labels)
+    a10, a01 = _structural_components(candidate, labels)
+    b10, b01 = _structural_components(baseline, labels)
+    difference = float(np.mean(a10) - np.mean(b10))
+    variance = float(np.var(a10 - b10, ddof=1) / len(a10) + np.var(a01 - b01, ddof=1) / len(a01))
+    half = Z_95 * math.sqrt(variance)
+    low, high = difference - half, difference + half
+    return Comparison(difference, low, high, _verdict(low, high), PAIRED_TEST)
+
+
+def _structural_components(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """DeLong's structural components: v10[i], the share of negatives below positive i (ties
+    count half); v01[j], the share of positives above negative j. Both average to the AUC."""
     _check_pairs(scores, labels)
     if not np.all((labels == 0) | (labels == 1)):
         raise ValueError("labels must be 0 or 1")
@@ -132,13 +158,9 @@ def delong_auc(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     if min(m, n) < 2:  # a structural component's sample variance needs two members
         raise ValueError(f"DeLong needs at least 2 positives and 2 negatives, got {m} and {n}")
     ranks = _midranks(np.concatenate([positive, negative]))
-    # v10[i]: share of negatives below positive i (ties count half); v01[j]: share of
-    # positives above negative j. Both average to the AUC.
     v10 = (ranks[:m] - _midranks(positive)) / n
     v01 = 1.0 - (ranks[m:] - _midranks(negative)) / m
-    auc = float(np.mean(v10))
-    variance = float(np.var(v10, ddof=1) / m + np.var(v01, ddof=1) / n)
-    return auc, variance
+    return v10, v01
 
 
 def compare_auc(canary: ClassifierQuality, primary: ClassifierQuality) -> Comparison:

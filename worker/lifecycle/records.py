@@ -1,25 +1,34 @@
-"""What the monitor reads: predictions (output and shadow topics) and labels (labels topic).
+"""What the monitor and the retrainer read: labels (labels topic) and the other half of each
+event, predictions (output and shadow topics) for the monitor, feature events (input topic) for
+the retrainer.
 
-Pure decoding, record by record, with the same JSON checks as feature events: a record that
+Pure decoding, record by record, with the same JSON checks as the workers': a record that
 cannot be joined comes back as a reject with a reason code, to be counted and logged.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
-from worker.stream.events import EventRejected, event_id_of, parse_event
+import orjson
+
+from worker.stream.events import EventRejected, event_id_of, event_ts_of, parse_event
+
+T = TypeVar("T")
 
 
 class LabelReason:
-    """Why a record of the labels, output or shadow topic could not be joined."""
+    """Why a record of the labels, output, shadow or input topic could not be joined."""
 
     INVALID_JSON = "invalid_json"  # also: not UTF-8, not an object, too large
     MISSING_EVENT_ID = "missing_event_id"  # also: an event_id that is neither text nor integer
     INVALID_LABEL = "invalid_label"  # absent, not a number, not finite
     INVALID_PREDICTION = "invalid_prediction"  # no model_version, arm or finite score
+    INVALID_FEATURES = "invalid_features"  # a feature event without a features object
+    INVALID_TS = "invalid_ts"  # a feature event whose ts is not epoch seconds
 
     @classmethod
     def codes(cls) -> list[str]:
@@ -52,11 +61,20 @@ class Rejected:
     detail: str
 
 
-@dataclass
-class Joinable:
-    """One polled batch, decoded."""
+@dataclass(frozen=True)
+class FeatureRow:
+    """A feature event as the retrainer keeps it until its label comes."""
 
-    predictions: list[Prediction] = field(default_factory=list)
+    event_id: str
+    ts: float  # the event's ts, else when the broker took it
+    features: str  # its features object, as JSON
+
+
+@dataclass
+class Joinable(Generic[T]):
+    """One polled batch, decoded: labels, and the other halves of events."""
+
+    halves: list[T] = field(default_factory=list)
     labels: list[Label] = field(default_factory=list)
     rejects: list[Rejected] = field(default_factory=list)
 
@@ -67,22 +85,60 @@ class SourceRecord:
     partition: int
     offset: int
     value: bytes | None
+    timestamp_ms: int = 0  # the broker's (or producer's) timestamp
 
 
-def decode_records(records: Iterable[SourceRecord], labels_topic: str, max_bytes: int) -> Joinable:
+def decode_records(
+    records: Iterable[SourceRecord], labels_topic: str, max_bytes: int
+) -> Joinable[Prediction]:
     """Labels from `labels_topic`, predictions from any other topic."""
-    batch = Joinable()
+    return decode_joinable(
+        records, labels_topic, lambda r: decode_prediction(r.value, max_bytes), max_bytes
+    )
+
+
+def decode_training(
+    records: Iterable[SourceRecord], labels_topic: str, max_bytes: int
+) -> Joinable[FeatureRow]:
+    """Labels from `labels_topic`, feature events from any other topic."""
+    return decode_joinable(
+        records, labels_topic, lambda r: decode_features(r, max_bytes), max_bytes
+    )
+
+
+def decode_joinable(
+    records: Iterable[SourceRecord],
+    labels_topic: str,
+    decode_half: Callable[[SourceRecord], T],
+    max_bytes: int,
+) -> Joinable[T]:
+    batch: Joinable[T] = Joinable()
     for record in records:
         try:
             if record.topic == labels_topic:
                 batch.labels.append(decode_label(record.value, max_bytes))
             else:
-                batch.predictions.append(decode_prediction(record.value, max_bytes))
+                batch.halves.append(decode_half(record))
         except EventRejected as exc:
             batch.rejects.append(
                 Rejected(record.topic, record.partition, record.offset, exc.reason, exc.detail)
             )
     return batch
+
+
+def decode_features(record: SourceRecord, max_bytes: int) -> FeatureRow:
+    """A feature event, kept whole: which features a fit uses is the model's to say then. Its
+    values are checked when a fit builds its rows (a row lacking one is left out, counted)."""
+    message = _parse(record.value, max_bytes)
+    features = message.get("features")
+    if not isinstance(features, dict) or not features:
+        raise EventRejected(LabelReason.INVALID_FEATURES, "event has no features object")
+    try:
+        ts = event_ts_of(message)
+    except EventRejected as exc:
+        raise EventRejected(LabelReason.INVALID_TS, exc.detail) from None
+    when = ts if ts is not None else record.timestamp_ms / 1000
+    return FeatureRow(_event_id(message), when, orjson.dumps(features).decode())
 
 
 def decode_label(value: bytes | None, max_bytes: int) -> Label:

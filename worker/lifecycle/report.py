@@ -50,6 +50,7 @@ class Judged:
     baseline: Quality | None = None  # ...whose figures over the compared span these are
     compared: Quality | None = None  # the canary's own over that span
     started_by: str = ""  # the change that gave the role: canary, activate, promote, rollback
+    author: str = ""  # who made that change (scorer-retrain: an automatic canary)
 
 
 @dataclass(frozen=True)
@@ -140,13 +141,13 @@ def quality_of(window: Window, kind: ModelKind, threshold: float) -> Quality:
 
 def role_started(
     changes: list[dict[str, Any]], actions: tuple[str, ...], version: str
-) -> tuple[float, str]:
-    """When `version` last took the role these actions give it, and by which action
-    ((0, "") if no record says)."""
+) -> tuple[float, str, str]:
+    """When `version` last took the role these actions give it, by which action and by whom
+    ((0, "", "") if no record says)."""
     for change in changes:  # newest first
         if change.get("action") in actions and change.get("version") == version:
-            return float(change["at"]), str(change["action"])
-    return 0.0, ""
+            return float(change["at"]), str(change["action"]), str(change.get("by") or "")
+    return 0.0, "", ""
 
 
 def _version_entry(
@@ -180,13 +181,15 @@ class _Judge:
     changes: list[dict[str, Any]]
     kinds: dict[str, ModelKind] = field(default_factory=dict)
 
-    def judged(self, version: str, arm: str, since: float, started_by: str = "") -> Judged:
+    def judged(
+        self, version: str, arm: str, since: float, started_by: str = "", author: str = ""
+    ) -> Judged:
         """Labelled figures and live ones (errors, drift), both since the role began: a
         version back on canary is not judged on its rows of last time."""
         rows = self.settings.guard_min_labels
         live = live_figures(self.usage, self.registry, version, rows, self.now, since=since)
         quality = self._quality(self._window(version, arm, since), version)
-        return Judged(version, arm, since, quality, live, started_by=started_by)
+        return Judged(version, arm, since, quality, live, started_by=started_by, author=author)
 
     def primary(self, active: str | None) -> Judged | None:
         if active is None:

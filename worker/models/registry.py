@@ -6,8 +6,9 @@ Layout under the prefix P (default `scorer:model`):
                  (joblib, onnx or both), runtime (the one workers use: joblib or onnx), and
                  when published so: onnx_artifact (ONNX bytes) with onnx (JSON: its sha256,
                  signature, opset, largest score difference, timings, converter versions),
-                 reference (a reference profile for drift, JSON). An onnx-only version has no
-                 joblib artifact, and empty sha256 and signature.
+                 reference (a reference profile for drift, JSON), training (JSON, for a
+                 version the retrainer fitted: its window, method and holdout figures). An
+                 onnx-only version has no joblib artifact, and empty sha256 and signature.
   P:versions     sorted set of version names by creation time
   P:history      list of activated versions, newest first (rollback walks it)
   P:changes      list of JSON records of every switch and route change, newest first: what,
@@ -25,7 +26,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from importlib.metadata import version as installed_version
-from typing import TypeVar, cast
+from typing import Any, TypeVar, cast
 
 import orjson
 import redis
@@ -85,6 +86,7 @@ class RegistryEntry:
     format: str = "joblib"  # what was stored: joblib, onnx or both
     runtime: Runtime = "joblib"  # what workers score with
     onnx: OnnxArtifact | None = None
+    training: dict[str, Any] | None = None  # how the retrainer fitted it (None: a person did)
 
     @property
     def served_sha256(self) -> str:
@@ -127,7 +129,19 @@ _META_FIELDS = [
     "format",
     "runtime",
     "onnx",
+    "training",
 ]
+
+
+@dataclass(frozen=True)
+class CanaryRequest:
+    """A new version put on canary in the same transaction that publishes it, only while no
+    canary runs (the retrainer's: it never replaces a person's canary)."""
+
+    percent: float
+    by: str
+    reason: str
+    details: dict[str, object]
 
 
 class Registry:
@@ -171,10 +185,13 @@ class Registry:
         reference: bytes | None = None,
         compiled: Compiled | None = None,
         runtime: Runtime = "joblib",
+        training: dict[str, object] | None = None,
+        canary: CanaryRequest | None = None,
     ) -> RegistryEntry:
         """Store a new version: its joblib bytes (`data`), its ONNX conversion (`compiled`)
         or both, scored by `runtime`, with its reference profile for drift when given. An
-        existing version is never overwritten."""
+        existing version is never overwritten. With `canary`, the version becomes the canary
+        in the same transaction, or nothing is stored (RegistryError) if a canary runs."""
         if not version or any(c.isspace() for c in version):
             raise RegistryError(f"invalid version name {version!r}")
         stored = {"joblib": data is not None, "onnx": compiled is not None}
@@ -201,7 +218,10 @@ class Registry:
             format="both" if all(stored.values()) else runtime,
             runtime=runtime,
             onnx=onnx,
+            training=training,
         )
+        if canary is not None:
+            check_percent(canary.percent, force=False)
         fields = _encode_meta(entry)
         if data is not None:
             fields["artifact"] = data
@@ -214,11 +234,25 @@ class Registry:
         def store(pipe: redis.client.Pipeline) -> None:
             if pipe.exists(key):
                 raise RegistryError(f"version {version} already exists; publish a new version name")
+            route = self._route_in(pipe)
+            if canary is not None and route.canary is not None:
+                raise RegistryError(f"{route.canary.version} is the canary; {version} not stored")
             pipe.multi()
             pipe.hset(key, mapping=fields)
             pipe.zadd(self._versions_key, {version: entry.created_at})
+            if canary is not None:
+                self._store_route(pipe, Route(Canary(version, canary.percent), route.shadow))
+                self._record(
+                    pipe,
+                    "canary",
+                    canary.by,
+                    canary.reason,
+                    version=version,
+                    percent=canary.percent,
+                    **canary.details,
+                )
 
-        self._redis.transaction(store, key)
+        self._redis.transaction(store, key, self.route_key)
         return entry
 
     def entry(self, version: str) -> RegistryEntry:
@@ -363,19 +397,29 @@ class Registry:
 
         return self._watching(change)
 
-    def promote(self, *, by: str = "", reason: str = "") -> RegistryEntry:
+    def promote(
+        self,
+        *,
+        by: str = "",
+        reason: str = "",
+        expect_canary: str | None = None,
+        details: dict[str, object] | None = None,
+    ) -> RegistryEntry:
         """The canary becomes the active version (recorded in the history, as `activate` does)
-        and the route is cleared."""
+        and the route is cleared. With `expect_canary` (a guardrail's decision), only while
+        that version is the canary."""
 
         def change(pipe: redis.client.Pipeline) -> str:
             route = self._route_in(pipe)
             if route.canary is None:
                 raise RegistryError("no canary to promote")
             version = route.canary.version
+            if expect_canary is not None and version != expect_canary:
+                raise RegistryError(f"{expect_canary} is no longer the canary")
             pipe.multi()
             self._point_active(pipe, version)
             self._store_route(pipe, Route())
-            self._record(pipe, "promote", by, reason, version=version)
+            self._record(pipe, "promote", by, reason, version=version, **(details or {}))
             return version
 
         return self.entry(self._watching(change))
@@ -406,6 +450,12 @@ class Registry:
             return route
 
         return self._watching(change)
+
+    def record(self, action: str, by: str, reason: str, **details: object) -> None:
+        """A change record with nothing changed: what an automatic process decided not to do."""
+        pipe = self._redis.pipeline(transaction=True)
+        self._record(pipe, action, by, reason, **details)
+        pipe.execute()
 
     def changes(self, limit: int = 20) -> list[dict[str, object]]:
         """The newest change records first."""
@@ -475,6 +525,7 @@ def _encode_meta(entry: RegistryEntry) -> dict[FieldT, EncodableT]:
         "format": entry.format,
         "runtime": entry.runtime,
         "onnx": orjson.dumps(asdict(entry.onnx)) if entry.onnx else "",
+        "training": orjson.dumps(entry.training) if entry.training else "",
     }
 
 
@@ -509,6 +560,7 @@ def _decode_meta(version: str, values: list[bytes | str | None]) -> RegistryEntr
             format=text["format"] or "joblib",  # versions from before ONNX
             runtime=runtime,
             onnx=OnnxArtifact(**orjson.loads(text["onnx"])) if text["onnx"] else None,
+            training=orjson.loads(text["training"]) if text["training"] else None,
         )
     except (orjson.JSONDecodeError, ValueError, TypeError) as exc:
         raise RegistryError(f"registry entry for {version} is corrupt: {exc}") from None

@@ -6,6 +6,7 @@ import orjson
 import pytest
 
 from worker.lifecycle.records import (
+    FeatureRow,
     Label,
     LabelReason,
     Prediction,
@@ -14,6 +15,7 @@ from worker.lifecycle.records import (
     decode_label,
     decode_prediction,
     decode_records,
+    decode_training,
 )
 from worker.stream.events import EventRejected
 
@@ -160,11 +162,50 @@ def test_a_prediction_without_version_arm_or_finite_score_is_invalid_prediction(
 
 def test_every_reason_code_is_listed() -> None:
     assert sorted(LabelReason.codes()) == [
+        "invalid_features",
         "invalid_json",
         "invalid_label",
         "invalid_prediction",
+        "invalid_ts",
         "missing_event_id",
     ]
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (b'{"event_id": "e-1", "ts": 5}', "invalid_features"),
+        (b'{"event_id": "e-1", "features": {}}', "invalid_features"),
+        (b'{"event_id": "e-1", "features": [1, 2]}', "invalid_features"),
+        (b'{"event_id": "e-1", "ts": "noon", "features": {"f0": 1}}', "invalid_ts"),
+        (b'{"ts": 5, "features": {"f0": 1}}', "missing_event_id"),
+        (b"\xff", "invalid_json"),
+    ],
+)
+def test_a_feature_event_that_cannot_train_is_rejected_with_its_reason(
+    value: bytes, reason: str
+) -> None:
+    batch = decode_training(
+        [SourceRecord("features", 0, 9, value)], labels_topic="labels", max_bytes=MAX_BYTES
+    )
+    assert batch.halves == []
+    assert [(r.offset, r.reason) for r in batch.rejects] == [(9, reason)]
+
+
+def test_a_feature_event_keeps_its_features_whole_and_its_time() -> None:
+    records = [
+        SourceRecord(
+            "features", 0, 1, b'{"event_id": 7, "ts": 12.5, "features": {"b": 1, "a": 0}}'
+        ),
+        SourceRecord("features", 0, 2, b'{"event_id": "e", "features": {"a": 2}}', 4_000),
+        SourceRecord("labels", 0, 3, b'{"event_id": "e", "label": 1}'),
+    ]
+    batch = decode_training(records, labels_topic="labels", max_bytes=MAX_BYTES)
+    assert batch.halves == [
+        FeatureRow("7", 12.5, '{"b":1,"a":0}'),
+        FeatureRow("e", 4.0, '{"a":2}'),  # no ts: the broker's timestamp
+    ]
+    assert batch.labels == [Label("e", 1.0)]
 
 
 def test_records_split_into_labels_from_the_labels_topic_and_predictions_from_the_others() -> None:
@@ -179,7 +220,7 @@ def test_records_split_into_labels_from_the_labels_topic_and_predictions_from_th
     ]
     batch = decode_records(records, labels_topic="labels", max_bytes=MAX_BYTES)
     assert batch.labels == [Label("e-1", 1.0)]
-    assert batch.predictions == [
+    assert batch.halves == [
         Prediction("e-1", "v1", "primary", 0.5),
         Prediction("2", "v2", "shadow", 0.0),
     ]
@@ -193,4 +234,4 @@ def test_records_split_into_labels_from_the_labels_topic_and_predictions_from_th
 
 def test_no_records_decode_to_an_empty_batch() -> None:
     batch = decode_records([], labels_topic="labels", max_bytes=MAX_BYTES)
-    assert (batch.labels, batch.predictions, batch.rejects) == ([], [], [])
+    assert (batch.labels, batch.halves, batch.rejects) == ([], [], [])

@@ -1,0 +1,241 @@
+"""`scorer retrain` on the real broker and Redis: feature events joined to their labels, a
+better candidate published as a canary with its note and figures, a candidate no better than
+the primary recorded and dropped, a person's canary left alone, two retrainers that publish
+once, and a retrainer SIGKILLed mid-fit that loses no row and publishes nothing half-done."""
+
+from __future__ import annotations
+
+import signal
+import urllib.request
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+from kafka import KafkaProducer
+from sklearn.ensemble import GradientBoostingClassifier
+from sklearn.linear_model import LogisticRegression
+
+from tests.conftest import wait_until
+from worker.infra.clients import connect_redis
+from worker.lifecycle.training_rows import TrainingStore
+from worker.models.registry import Registry
+from worker.settings import Settings
+from worker.tools.synthetic import click_labels, event_bytes, feature_rows
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("labels_topic")]
+
+RETRAIN = {
+    "retrain_min_rows": 1000,
+    "retrain_window_rows": 5000,
+    "retrain_holdout_share": 0.3,
+    "retrain_interval_s": 1.0,
+    "retrain_min_new_labels": 1_000_000,
+    "retrain_canary_percent": 15.0,
+    "quality_interval_s": 0.5,
+}
+
+
+def send_labelled(
+    producer: KafkaProducer, settings: Settings, n: int, seed: int, prefix: str = "r"
+) -> list[str]:
+    """n feature events, then their clicks (drawn from the synthetic truth)."""
+    rows = feature_rows(n, seed=seed)
+    clicks = click_labels(rows, seed=seed)
+    ids = [f"{prefix}-{seed}-{i}" for i in range(n)]
+    for i, (event_id, row) in enumerate(zip(ids, rows, strict=True)):
+        value = event_bytes(event_id, row, ts=1_800_000_000.0 + i)
+        producer.send(settings.input_topic, key=event_id.encode(), value=value)
+    for event_id, click in zip(ids, clicks.tolist(), strict=True):
+        label = orjson.dumps({"event_id": event_id, "label": click, "ts": 1.0})
+        producer.send(settings.labels_topic, key=event_id.encode(), value=label)
+    producer.flush()
+    return ids
+
+
+def broken_model() -> LogisticRegression:
+    """Trained on shuffled clicks: a primary any refit beats."""
+    rows = feature_rows(3000, seed=5)
+    shuffled = np.random.default_rng(0).permutation(click_labels(rows, seed=5))
+    return LogisticRegression(max_iter=500).fit(rows, shuffled)
+
+
+def auto_versions(registry: Registry) -> list[str]:
+    return [e.version for e in registry.versions() if e.version.startswith("auto-")]
+
+
+def candidates(registry: Registry, outcome: str) -> list[dict[str, Any]]:
+    return [
+        c for c in registry.changes(200) if c["action"] == "candidate" and c["outcome"] == outcome
+    ]
+
+
+def test_a_better_candidate_is_published_as_a_canary_with_its_note_and_figures(
+    settings: Settings,
+    publish: Any,
+    registry: Registry,
+    producer: KafkaProducer,
+    retrainer_factory: Any,
+) -> None:
+    """The primary learned from shuffled clicks; the retrainer joins the stream's events to
+    their clicks, fits a clone on the older rows, finds it better on the newest, and publishes
+    it through the registry as an automatic canary, recorded with its window and figures.
+    Malformed events and labels on the way are counted and logged; the retrainer goes on."""
+    settings = settings.replace(**RETRAIN)
+    publish(broken_model(), "v1")
+    producer.send(settings.input_topic, b"not json")
+    producer.send(settings.input_topic, orjson.dumps({"event_id": "x", "features": 3}))
+    producer.send(settings.labels_topic, orjson.dumps({"event_id": "y", "label": "click"}))
+    send_labelled(producer, settings, 2500, seed=21)
+    running = retrainer_factory(settings)
+
+    wait_until(lambda: registry.route().canary is not None, timeout=60, what="an auto canary")
+    canary = registry.route().canary
+    assert canary is not None and canary.version.startswith("auto-")
+    assert canary.percent == 15.0
+    entry = registry.entry(canary.version)
+    training = entry.training
+    assert training is not None and training["based_on"] == "v1"
+    assert training["method"] == "refit" and training["trigger"] == "interval"
+    assert training["window"]["rows"] == 2500
+    assert training["train"]["rows"] == 1750 and training["holdout"]["rows"] == 750
+    assert training["train"]["to"] < training["holdout"]["from"]  # the holdout is the newest
+    holdout = training["holdout"]
+    assert holdout["comparison"]["verdict"] == "better" and holdout["comparison"]["low"] > 0
+    assert holdout["candidate"]["auc"] > holdout["primary"]["auc"] + 0.1
+    assert entry.note.startswith("auto: refit of v1 on 1750 rows")
+    assert entry.estimator_class.endswith("LogisticRegression")
+    assert registry.reference(canary.version) is not None  # drift: from its training rows
+    change: dict[str, Any] = registry.changes(5)[0]
+    assert (change["action"], change["by"], change["version"]) == (
+        "canary",
+        "scorer-retrain",
+        canary.version,
+    )
+    assert change["training"]["holdout"]["rows"] == 750
+
+    metrics = running.retrainer.metrics
+    assert metrics.candidates.labels("published", "")._value.get() == 1
+    wait_until(lambda: metrics.malformed.labels("invalid_json")._value.get() == 1)
+    assert metrics.malformed.labels("invalid_features")._value.get() == 1
+    assert metrics.malformed.labels("invalid_label")._value.get() == 1
+    health = running.retrainer.health
+    assert health is not None
+    with urllib.request.urlopen(f"http://127.0.0.1:{health.port}/metrics") as response:
+        text = response.read().decode()
+    assert 'scorer_retrain_candidates_total{outcome="published",reason=""} 1.0' in text
+    assert "scorer_retrain_window_rows 2500.0" in text
+    assert running.retrainer.readiness().ready
+
+
+def test_a_candidate_no_better_than_the_primary_is_recorded_and_not_published(
+    settings: Settings,
+    publish: Any,
+    logistic: Any,
+    registry: Registry,
+    producer: KafkaProducer,
+    retrainer_factory: Any,
+) -> None:
+    """With the data as the primary learned it, a refit on the window is no better: the
+    candidate is recorded as rejected (not_better) with its figures, and nothing is stored."""
+    settings = settings.replace(**RETRAIN)
+    publish(logistic, "v1")
+    send_labelled(producer, settings, 2500, seed=22)
+    running = retrainer_factory(settings)
+
+    wait_until(lambda: running.rounds() >= 2, timeout=60, what="two rounds")
+    assert auto_versions(registry) == [] and registry.route().empty
+    rejected = candidates(registry, "rejected")
+    assert rejected and {c["why"] for c in rejected} <= {"not_better", "worse_logloss"}
+    assert rejected[0]["by"] == "scorer-retrain"
+    assert rejected[0]["training"]["holdout"]["comparison"]["verdict"] != "better"
+    counted = running.retrainer.metrics.candidates
+    total = sum(
+        counted.labels("rejected", why)._value.get() for why in ("not_better", "worse_logloss")
+    )
+    assert total == len(rejected)
+
+
+def test_a_persons_canary_is_left_alone(
+    settings: Settings,
+    publish: Any,
+    logistic: Any,
+    registry: Registry,
+    producer: KafkaProducer,
+    retrainer_factory: Any,
+) -> None:
+    """While someone's canary runs, the retrainer fits nothing, even against a broken primary."""
+    settings = settings.replace(**RETRAIN)
+    publish(broken_model(), "v1")
+    publish(logistic, "v2", activate=False)
+    registry.set_canary("v2", 5, by="alice", reason="trying v2")
+    send_labelled(producer, settings, 2500, seed=23)
+    running = retrainer_factory(settings)
+    store = TrainingStore.for_settings(connect_redis(settings), settings)
+
+    wait_until(lambda: store.size() == 2500, timeout=60, what="the window filled")
+    wait_until(running.checked_again(), what="two checks with the window full")
+    assert running.rounds() == 0 and auto_versions(registry) == []
+    route = registry.route()
+    assert route.canary is not None and (route.canary.version, route.canary.percent) == ("v2", 5)
+
+
+def test_two_retrainers_publish_one_canary(
+    settings: Settings,
+    publish: Any,
+    registry: Registry,
+    producer: KafkaProducer,
+    retrainer_factory: Any,
+) -> None:
+    """Both share the join and see the same round due; one fits it and publishes, the other
+    finds the round taken (and then a canary running)."""
+    settings = settings.replace(**RETRAIN)
+    publish(broken_model(), "v1")
+    send_labelled(producer, settings, 2500, seed=24)
+    first, second = retrainer_factory(settings), retrainer_factory(settings)
+
+    wait_until(lambda: registry.route().canary is not None, timeout=60, what="an auto canary")
+    for running in (first, second):  # two more checks each, with the canary in place
+        wait_until(running.checked_again(), what="two more checks")
+    assert len(auto_versions(registry)) == 1
+    assert first.rounds() + second.rounds() == 1
+    published = [c for c in registry.changes(100) if c["action"] == "canary"]
+    assert len(published) == 1
+
+
+def test_a_retrainer_killed_mid_fit_loses_no_row_and_publishes_nothing(
+    settings: Settings,
+    publish: Any,
+    registry: Registry,
+    producer: KafkaProducer,
+    process_factory: Any,
+    retrainer_factory: Any,
+    tmp_path: Any,
+) -> None:
+    """A slow estimator (3,000 boosting stages); the retrainer process is SIGKILLed once it
+    logs the start of its fit. Nothing was published, the route is untouched, the window and
+    the join are whole; a new retrainer, once the killed one's lease ran out, joins new events
+    to the same window and carries the round out."""
+    settings = settings.replace(**RETRAIN)
+    rows = feature_rows(200, seed=6)
+    slow = GradientBoostingClassifier(n_estimators=3000, max_depth=2, random_state=0)
+    publish(slow.fit(rows, click_labels(rows, seed=6)), "v1")
+    send_labelled(producer, settings, 2500, seed=25)
+    process = process_factory(settings, "retrain")
+    log_path = tmp_path / "scorer-0.log"
+    wait_until(
+        lambda: b"retrain.fit_started" in log_path.read_bytes(), timeout=60, what="the fit begun"
+    )
+    process.send_signal(signal.SIGKILL)
+    process.wait(10)
+
+    store = TrainingStore.for_settings(connect_redis(settings), settings)
+    assert store.size() == 2500 and store.stats()["joined"] == 2500
+    assert auto_versions(registry) == [] and registry.route().empty
+    assert candidates(registry, "rejected") == []
+
+    send_labelled(producer, settings, 500, seed=26, prefix="after")
+    running = retrainer_factory(settings)
+    wait_until(lambda: store.size() == 3000, timeout=60, what="new events joined")
+    wait_until(lambda: running.rounds() >= 1, timeout=120, what="the round carried out")
+    assert len(auto_versions(registry)) + len(candidates(registry, "rejected")) >= 1

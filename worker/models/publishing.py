@@ -1,0 +1,89 @@
+"""The one publish path: a fitted estimator into the registry with its checks, its ONNX
+conversion when asked for, and its reference profile for drift. `scorer model publish` and the
+retrainer both go through it, so a retrained version is stored like any other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from worker.models.artifacts import EstimatorInfo, inspect_estimator
+from worker.models.registry import CanaryRequest, Registry, RegistryEntry
+
+if TYPE_CHECKING:
+    from worker.models.compiled import Compiled, Runtime
+    from worker.models.profile import ReferenceProfile
+
+Format = Literal["joblib", "onnx", "both"]
+DEFAULT_TOLERANCE = 1e-5
+
+
+@dataclass(frozen=True)
+class Published:
+    entry: RegistryEntry
+    compiled: Compiled | None
+    profile: ReferenceProfile | None
+
+
+def publish_estimator(
+    registry: Registry,
+    data: bytes,
+    estimator: Any,
+    version: str,
+    *,
+    features: Sequence[str] | None,
+    note: str,
+    signing_key: str,
+    fmt: Format = "joblib",
+    tolerance: float = DEFAULT_TOLERANCE,
+    reference_rows: np.ndarray | None = None,
+    training: dict[str, object] | None = None,
+    canary: CanaryRequest | None = None,
+) -> Published:
+    """Store `estimator` (whose joblib bytes are `data`) as `format`; for onnx and both, the
+    conversion is checked on the reference rows (else rows within the model's feature ranges)
+    and workers use whichever runtime scored faster (onnx: ONNX only)."""
+    info = inspect_estimator(estimator, features)
+    profile = reference_of(reference_rows, estimator, info) if reference_rows is not None else None
+    compiled = None
+    runtime: Runtime = "joblib"
+    if fmt != "joblib":
+        compiled = compile_of(estimator, info, reference_rows, tolerance)
+        runtime = "onnx" if fmt == "onnx" else compiled.faster
+    entry = registry.publish(
+        data if fmt != "onnx" else None,
+        version,
+        info,
+        note,
+        signing_key,
+        reference=profile.to_json() if profile else None,
+        compiled=compiled,
+        runtime=runtime,
+        training=training,
+        canary=canary,
+    )
+    return Published(entry, compiled, profile)
+
+
+def reference_of(rows: np.ndarray, estimator: object, info: EstimatorInfo) -> ReferenceProfile:
+    """The drift reference: the rows, and the model's own scores on them."""
+    from worker.models.profile import build_profile
+    from worker.models.scoring import score_function
+
+    scores = score_function(estimator, info.kind)(rows)
+    return build_profile(rows, info.features, scores)
+
+
+def compile_of(
+    estimator: object, info: EstimatorInfo, rows: np.ndarray | None, tolerance: float
+) -> Compiled:
+    """The ONNX conversion, checked on the reference rows or on rows drawn within the
+    model's feature ranges."""
+    from worker.models.compiled import compile_estimator, probe_rows
+
+    probe = probe_rows(estimator, len(info.features), rows)
+    return compile_estimator(estimator, info, probe, tolerance)
