@@ -135,6 +135,64 @@ def test_two_monitors_roll_a_failing_fresh_primary_back_once(
     assert connect_redis(settings).sismember(f"{settings.registry_prefix}:guard:blocked", "v2")
 
 
+def _canary_against_primary(
+    producer: KafkaProducer, settings: Settings, labels: dict[str, int], canary: str
+) -> None:
+    """v1 scores half the events at random, the canary the other half from their clicks."""
+    rng = np.random.default_rng(8)
+    ids = list(labels)
+    good = {e: float(1 / (1 + np.exp(-(3 * labels[e] - 1.5 + rng.normal())))) for e in ids[1::2]}
+    send_predictions(producer, settings.output_topic, canary, "canary", good)
+    random = {e: float(rng.random()) for e in ids[::2]}
+    send_predictions(producer, settings.output_topic, "v1", "primary", random)
+
+
+@pytest.mark.parametrize(("author", "promoted"), [("scorer-retrain", True), ("alice@host", False)])
+def test_two_monitors_promote_a_better_automatic_canary_once_past_the_labels_it_needs(
+    author: str,
+    promoted: bool,
+    settings: Settings,
+    publish: Any,
+    logistic: Any,
+    registry: Registry,
+    producer: KafkaProducer,
+    monitor_factory: Any,
+) -> None:
+    """A retrainer's canary whose AUC beats the primary's is promoted by one of two monitors,
+    recorded with its figures, once it has guard_promote_min_labels labelled predictions and
+    not before; a person's canary with the same figures stays theirs to promote."""
+    settings = settings.replace(**GUARDED, guard_promote_min_labels=300)
+    publish(logistic, "v1")
+    publish(logistic, "v2", activate=False)
+    registry.set_canary("v2", 50, by=author)
+    monitors = [monitor_factory(settings), monitor_factory(settings)]
+    rng = np.random.default_rng(9)
+    labels = {f"e-{i}": int(rng.random() < 0.3) for i in range(1000)}
+    _canary_against_primary(producer, settings, labels, "v2")
+    first = dict(list(labels.items())[:400])  # about 200 for the canary: below the guard
+    send_labels(producer, settings.labels_topic, first)
+    store = store_of(settings)
+    wait_until(lambda: store.stats().get("joined") == 400, what="the first 400 joined")
+    wait_until(monitors[0].evaluated_again(), what="an evaluation below the guard")
+    assert registry.active_version() == "v1"
+
+    send_labels(producer, settings.labels_topic, labels)
+    wait_until(lambda: store.stats().get("joined") == 1000, what="every label joined")
+    for monitor in monitors:
+        wait_until(monitor.evaluated_again(), what="both monitors judged again")
+    if not promoted:
+        assert registry.active_version() == "v1" and registry.route().canary is not None
+        assert guard_changes(registry, "promote") == []
+        return
+    assert registry.active_version() == "v2" and registry.route().empty
+    (promotion,) = guard_changes(registry, "promote")
+    assert promotion["version"] == "v2" and "guard_promote_min_labels 300" in promotion["reason"]
+    assert promotion["figures"]["comparison"]["verdict"] == "better"
+    assert promotion["figures"]["labelled"] >= 300
+    taken = [m.monitor.metrics.guard_actions.labels("promote")._value.get() for m in monitors]
+    assert sorted(taken) == [0, 1]
+
+
 def test_a_monitor_killed_mid_stream_loses_no_join(
     settings: Settings, producer: KafkaProducer, process_factory: Any
 ) -> None:

@@ -195,3 +195,61 @@ def test_a_breaching_canary_and_fresh_primary_are_both_decided() -> None:
     report = _report(_canary(BAD), _primary(BAD))
     decisions = decide(report, GUARDED, NOW, has_previous=True)
     assert [(d.action, d.version) for d in decisions] == [("abort", "v2"), ("rollback", "v1")]
+
+
+# --- promotion of an automatic canary ---
+
+PROMOTING = OFF.replace(guard_promote_min_labels=300)
+BETTER = Comparison(0.05, 0.02, 0.08, "better")
+
+
+def _auto_canary(
+    comparison: Comparison = BETTER,
+    labelled: int = 300,
+    author: str = "scorer-retrain",
+    quality: Quality | None = None,
+) -> Judged:
+    return Judged(
+        "auto-1",
+        "canary",
+        NOW - 60,
+        quality or _quality(labelled),
+        comparison=comparison,
+        baseline=_quality(),
+        compared=_quality(labelled),
+        started_by="canary",
+        author=author,
+    )
+
+
+def test_an_automatic_canary_better_past_guard_promote_min_labels_is_promoted() -> None:
+    (decision,) = decide(_report(_auto_canary(), _primary()), PROMOTING, NOW, True)
+    assert (decision.action, decision.version) == ("promote", "auto-1")
+    assert decision.reason == (
+        "guard: AUC +0.0500 above the primary's on 300 labelled predictions (95 % interval of "
+        "the difference 0.0200..0.0800, above 0; guard_promote_min_labels 300)"
+    )
+    assert decision.figures["comparison"] == BETTER.as_json()
+
+
+@pytest.mark.parametrize(
+    "canary",
+    [
+        pytest.param(_auto_canary(labelled=299), id="below-guard_promote_min_labels"),
+        pytest.param(_auto_canary(Comparison(0.05, -0.01, 0.11, "inconclusive")), id="unsure"),
+        pytest.param(_auto_canary(Comparison(-0.05, -0.08, -0.02, "worse")), id="worse"),
+        pytest.param(_auto_canary(author="alice@host"), id="a-persons-canary"),
+    ],
+)
+def test_no_promotion_without_the_labels_the_verdict_and_the_retrainer(canary: Judged) -> None:
+    assert decide(_report(canary, _primary()), PROMOTING, NOW, True) == []
+
+
+def test_promotion_is_off_at_zero() -> None:
+    assert decide(_report(_auto_canary(), _primary()), OFF, NOW, True) == []
+
+
+def test_a_better_canary_that_breaches_a_guard_is_aborted_not_promoted() -> None:
+    settings = PROMOTING.replace(guard_min_auc=0.95)
+    (decision,) = decide(_report(_auto_canary(), _primary()), settings, NOW, True)
+    assert decision.action == "abort"

@@ -23,9 +23,11 @@ from sklearn.metrics import (
 
 from worker.lifecycle.quality import (
     COMPARISON_TEST,
+    Z_95,
     ClassifierQuality,
     classifier_quality,
     compare_auc,
+    compare_paired_auc,
     delong_auc,
     regressor_quality,
 )
@@ -306,3 +308,54 @@ def test_an_empty_regressor_window_has_no_figures() -> None:
         "mae": None,
         "rmse": None,
     }
+
+
+# --- the paired comparison (candidate and primary on the same rows) ---
+
+
+def _paired_variance_by_definition(a: np.ndarray, b: np.ndarray, y: np.ndarray) -> float:
+    """DeLong's paired variance from the O(m n) kernel, for a check of the midrank version."""
+
+    def components(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        pos, neg = s[y == 1], s[y == 0]
+        kernel = (pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])
+        return kernel.mean(axis=1), kernel.mean(axis=0)
+
+    a10, a01 = components(a)
+    b10, b01 = components(b)
+    return float(np.var(a10 - b10, ddof=1) / len(a10) + np.var(a01 - b01, ddof=1) / len(a01))
+
+
+def test_the_paired_interval_is_delongs_on_the_same_rows() -> None:
+    rng = np.random.default_rng(3)
+    y = (rng.random(400) < 0.3).astype(float)
+    a = np.round(y + rng.normal(size=400), 1)  # ties on purpose
+    b = np.round(0.5 * y + rng.normal(size=400), 1)
+    comparison = compare_paired_auc(a, b, y)
+    expected = roc_auc_score(y, a) - roc_auc_score(y, b)
+    assert comparison.difference == pytest.approx(expected, abs=1e-12)
+    half = Z_95 * math.sqrt(_paired_variance_by_definition(a, b, y))
+    assert comparison.low == pytest.approx(expected - half, abs=1e-12)
+    assert comparison.high == pytest.approx(expected + half, abs=1e-12)
+    assert comparison.verdict == "better"
+    assert compare_paired_auc(b, a, y).verdict == "worse"
+
+
+def test_the_paired_interval_is_narrower_than_the_unpaired_for_correlated_models() -> None:
+    rng = np.random.default_rng(4)
+    y = (rng.random(2000) < 0.2).astype(float)
+    shared = y + rng.normal(size=2000)
+    a, b = (1 / (1 + np.exp(-(shared + 0.1 * rng.normal(size=2000)))) for _ in range(2))
+    paired = compare_paired_auc(a, b, y)
+    unpaired = compare_auc(classifier_quality(a, y, 0.5), classifier_quality(b, y, 0.5))
+    assert paired.high is not None and paired.low is not None
+    assert unpaired.high is not None and unpaired.low is not None
+    assert paired.high - paired.low < (unpaired.high - unpaired.low) / 3
+
+
+def test_a_model_against_itself_is_inconclusive() -> None:
+    y = np.array([0, 1, 0, 1, 1, 0], dtype=float)
+    scores = np.array([0.1, 0.9, 0.3, 0.6, 0.4, 0.2])
+    comparison = compare_paired_auc(scores, scores, y)
+    assert (comparison.difference, comparison.low, comparison.high) == (0.0, 0.0, 0.0)
+    assert comparison.verdict == "inconclusive"
