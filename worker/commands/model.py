@@ -21,7 +21,7 @@ from kafka.errors import KafkaError
 from worker.errors import ConfigError, RegistryError, ScorerError
 from worker.infra.clients import build_producer, connect_redis
 from worker.models.control import activation_message, announce
-from worker.models.registry import Registry, RegistryEntry
+from worker.models.registry import CHANGES_LIMIT, Registry, RegistryEntry
 from worker.settings import Settings
 
 if TYPE_CHECKING:
@@ -140,30 +140,69 @@ def cmd_model_list(args: argparse.Namespace, settings: Settings) -> int:
     active = registry.active_version()
     entries = registry.versions()
     roles = _roles(registry, active)
+    fates = version_fates(registry.changes(CHANGES_LIMIT))
     if args.json:
         rows = [
-            entry.summary() | {"active": entry.version == active, "role": roles.get(entry.version)}
+            entry.summary()
+            | {
+                "active": entry.version == active,
+                "role": roles.get(entry.version),
+                "fate": fates.get(entry.version),
+            }
             for entry in entries
         ]
         print(
             orjson.dumps({"active": active, "versions": rows}, option=orjson.OPT_INDENT_2).decode()
         )
         return 0
+    width = max([12, *(len(entry.version) + 2 for entry in entries)])
     print(
-        f"{'':2}{'VERSION':<12}{'CLASS':<28}{'FEATURES':>8}  {'FORMAT':<28}{'SHA256':<14}"
-        f"{'CREATED':<22}NOTE"
+        f"{'':2}{'VERSION':<{width}}{'CLASS':<28}{'FEATURES':>8}  {'FORMAT':<28}{'SHA256':<14}"
+        f"{'CREATED':<22}{'FATE':<13}NOTE"
     )
     for entry in entries:
         mark = {"primary": "*", "canary": "c", "shadow": "s"}.get(roles.get(entry.version, ""), " ")
         created = _iso(entry.created_at)
         short_class = entry.estimator_class.rsplit(".", 1)[-1]
         print(
-            f"{mark:2}{entry.version:<12}{short_class:<28}{len(entry.features):>8}  "
-            f"{_format(entry):<28}{entry.served_sha256[:12]:<14}{created:<22}{entry.note}"
+            f"{mark:2}{entry.version:<{width}}{short_class:<28}{len(entry.features):>8}  "
+            f"{_format(entry):<28}{entry.served_sha256[:12]:<14}{created:<22}"
+            f"{fates.get(entry.version, '-'):<13}{entry.note}"
         )
     if active is not None and active not in {entry.version for entry in entries}:
         print(f"warning: active key names {active}, which is not in the registry", file=sys.stderr)
     return 0
+
+
+def version_fates(changes: list[dict[str, object]]) -> dict[str, str]:
+    """What became of each version, from the change history (newest first): the last of
+    canary, activated, promoted, aborted, rolled back, or rejected (a retrainer's candidate)."""
+    fates: dict[str, str] = {}
+    for change in reversed(changes):
+        action = change.get("action")
+        version = change.get("version")
+        if action == "abort":
+            aborted = change.get("aborted")
+            canary = aborted.get("canary") if isinstance(aborted, dict) else None
+            version = canary.get("version") if isinstance(canary, dict) else None
+        elif action == "rollback":
+            version = change.get("rolled_back")
+        elif action == "candidate":
+            version = change.get("candidate")
+        fate = _FATES.get(str(action))
+        if isinstance(version, str) and fate:
+            fates[version] = fate
+    return fates
+
+
+_FATES = {
+    "canary": "canary",
+    "activate": "activated",
+    "promote": "promoted",
+    "abort": "aborted",
+    "rollback": "rolled back",
+    "candidate": "rejected",
+}
 
 
 def _format(entry: RegistryEntry) -> str:

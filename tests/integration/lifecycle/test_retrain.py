@@ -76,6 +76,7 @@ def test_a_better_candidate_is_published_as_a_canary_with_its_note_and_figures(
     registry: Registry,
     producer: KafkaProducer,
     retrainer_factory: Any,
+    scorer_main: Any,
 ) -> None:
     """The primary learned from shuffled clicks; the retrainer joins the stream's events to
     their clicks, fits a clone on the older rows, finds it better on the newest, and publishes
@@ -126,6 +127,13 @@ def test_a_better_candidate_is_published_as_a_canary_with_its_note_and_figures(
     assert 'scorer_retrain_candidates_total{outcome="published",reason=""} 1.0' in text
     assert "scorer_retrain_window_rows 2500.0" in text
     assert running.retrainer.readiness().ready
+
+    running.stop()  # its log lines would mix with the command's output
+    scorer_main(settings, "model", "list")  # and what it printed before
+    listed = orjson.loads(scorer_main(settings, "model", "list", "--json").stdout)
+    (row,) = [r for r in listed["versions"] if r["version"] == canary.version]
+    assert (row["role"], row["fate"], row["training"]["based_on"]) == ("canary", "canary", "v1")
+    assert canary.version in scorer_main(settings, "model", "list").stdout
 
 
 def test_a_candidate_no_better_than_the_primary_is_recorded_and_not_published(
