@@ -72,14 +72,24 @@ def test_topics_created_by_compose_match_the_worker_settings() -> None:
         assert env[f"SCORER_{name}_TOPIC"] in script
 
 
-def test_prometheus_scrapes_the_workers_and_the_monitors_metrics_port() -> None:
+def test_prometheus_scrapes_the_workers_monitors_and_retrainers_metrics_port() -> None:
     config = yaml.safe_load((REPO / "deploy/prometheus/prometheus.yml").read_text())
     [job] = config["scrape_configs"]
     port = job["dns_sd_configs"][0]["port"]
     assert port == Settings().metrics_port
     assert str(port) == compose()["services"]["worker"]["environment"]["SCORER_METRICS_PORT"]
-    assert job["dns_sd_configs"][0]["names"] == ["worker", "monitor"]
+    assert job["dns_sd_configs"][0]["names"] == ["worker", "monitor", "retrainer"]
     assert compose()["services"]["monitor"]["command"] == ["monitor"]
+    assert compose()["services"]["retrainer"]["command"] == ["retrain"]
+    assert config["rule_files"] == ["alerts.yml"]  # mounted beside it by compose
+
+
+def test_compose_stops_each_process_after_its_drain() -> None:
+    """At stop a process waits up to delivery_timeout_s for its last batch's acks and as
+    long again for its final commit."""
+    for name in ("worker", "monitor", "retrainer"):
+        grace = compose()["services"][name]["stop_grace_period"]
+        assert int(grace.removesuffix("s")) > 2 * Settings().delivery_timeout_s
 
 
 def test_dashboard_queries_only_metrics_the_worker_and_the_monitor_export() -> None:
