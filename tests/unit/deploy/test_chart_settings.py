@@ -219,3 +219,12 @@ def test_the_service_monitor_scrapes_under_the_job_the_alerts_read(objects: Obje
     alerts = (tools.REPO / "deploy" / "prometheus" / "alerts.yml").read_text()
     assert 'job="scorer"' in alerts
 
+
+def test_the_readme_documents_each_value_set_and_the_tool_versions() -> None:
+    readme = (tools.REPO / "README.md").read_text()
+    section = readme.split("## Deploying on Kubernetes", 1)[1].split("\n## ", 1)[0]
+    for files in VALUE_SETS.values():
+        for name in files:
+            assert f"deploy/helm/examples/{name}" in section
+    for key in ("HELM_VERSION", "KUBECONFORM_VERSION", "KEDA_VERSION"):
+        assert tools.versions()[key] in section
