@@ -203,7 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
         "  scorer bench --mode latency --rate 1000 --duration 20\n"
         "  scorer bench --mode experiments --client confluent   # canary, shadow, drift cost\n"
         "  scorer bench --mode monitor   # scorer monitor beside the worker, join memory\n"
-        "  scorer bench --mode compiled  # joblib against ONNX, per model kind",
+        "  scorer bench --mode compiled  # joblib against ONNX, per model kind\n"
+        "  scorer bench --mode retrain   # scorer retrain beside the worker, fitting",
         formatter_class=HelpFormatter,
     )
     bench.add_argument(
@@ -217,11 +218,12 @@ def build_parser() -> argparse.ArgumentParser:
             "experiments",
             "monitor",
             "compiled",
+            "retrain",
         ],
         default="throughput",
         metavar="MODE",
-        help="throughput (default), latency, swap, backlog, rebalance, experiments, monitor "
-        "or compiled",
+        help="throughput (default), latency, swap, backlog, rebalance, experiments, monitor, "
+        "compiled or retrain",
     )
     bench.add_argument(
         "--events", type=int, help="events pre-filled (default 50000; backlog: 1000000)"

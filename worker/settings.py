@@ -152,6 +152,7 @@ class Settings:
     guard_promote_min_labels: int = 0
     retrain_group_id: str = "scorer-retrain"
     retrain_window_rows: int = 20000
+    retrain_sample_percent: float = 100.0
     retrain_min_rows: int = 2000
     retrain_holdout_share: float = 0.25
     retrain_interval_s: float = 600.0
@@ -219,6 +220,11 @@ class Settings:
             raise ConfigError(
                 f"setting retrain_holdout_share must be within (0, 1), "
                 f"got {self.retrain_holdout_share}"
+            )
+        if not 0 < self.retrain_sample_percent <= 100:
+            raise ConfigError(
+                f"setting retrain_sample_percent must be within (0, 100], "
+                f"got {self.retrain_sample_percent}"
             )
         if not 0 < self.retrain_canary_percent <= 50:
             raise ConfigError(

@@ -9,6 +9,7 @@ cannot be joined comes back as a reject with a reason code, to be counted and lo
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
@@ -124,6 +125,12 @@ def decode_joinable(
                 Rejected(record.topic, record.partition, record.offset, exc.reason, exc.detail)
             )
     return batch
+
+
+def sampled(event_id: str, percent: float) -> bool:
+    """Whether an event is in a `percent` % sample: a stable hash of its id (CRC-32), so its
+    label and its features are kept or left together, by every process."""
+    return percent >= 100 or zlib.crc32(event_id.encode()) % 10_000 < percent * 100
 
 
 def decode_features(record: SourceRecord, max_bytes: int) -> FeatureRow:

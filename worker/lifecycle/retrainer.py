@@ -17,7 +17,7 @@ import redis
 from worker.errors import ConfigError
 from worker.lifecycle.metrics import RetrainMetrics
 from worker.lifecycle.process import Apply, JoinProcess
-from worker.lifecycle.records import SourceRecord, decode_training
+from worker.lifecycle.records import SourceRecord, decode_training, sampled
 from worker.lifecycle.retraining import Trainer
 from worker.lifecycle.training_rows import TrainingStore
 from worker.models.registry import Registry
@@ -67,8 +67,11 @@ class Retrainer(JoinProcess):
             self.settings.labels_topic,
             self.settings.max_event_bytes,
         )
+        percent = self.settings.retrain_sample_percent
+        rows = [row for row in batch.halves if sampled(row.event_id, percent)]
+        labels = [label for label in batch.labels if sampled(label.event_id, percent)]
         try:
-            joined = store.add(batch.halves, batch.labels, time.time())
+            joined = store.add(rows, labels, time.time())
         except redis.RedisError as exc:
             self.redis_failed("retrain.redis_unavailable", exc)
             return False

@@ -457,7 +457,7 @@ class Registry:
         self._record(pipe, action, by, reason, **details)
         pipe.execute()
 
-    def changes(self, limit: int = 20) -> list[dict[str, object]]:
+    def changes(self, limit: int = 20) -> list[dict[str, Any]]:
         """The newest change records first."""
         return [orjson.loads(raw) for raw in self._redis.lrange(self._changes_key, 0, limit - 1)]
 

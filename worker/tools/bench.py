@@ -18,10 +18,13 @@ joins are not counted. Modes:
 - compiled: the same models as joblib and as ONNX (bench_compiled.py).
 - monitor: `scorer monitor` joining the worker's predictions to their labels, beside the
   worker's own rate, and the memory a join window holds (bench_monitor.py).
+- retrain: `scorer retrain` joining events to their clicks while it fits, beside the worker's
+  own rate, and its memory per window size (bench_retrain.py).
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import platform
 import statistics
@@ -675,6 +678,15 @@ def draw_chart(results: dict[str, Any], path: Path) -> None:
     plt.close(figure)
 
 
+# modes measured by a module of their own, each with run(bench) and render(result)
+SIDE_MODES = {
+    "experiments": "bench_experiments",
+    "compiled": "bench_compiled",
+    "monitor": "bench_monitor",
+    "retrain": "bench_retrain",
+}
+
+
 def run_bench(settings: Settings, options: BenchOptions, mode: str) -> int:
     """Run one mode, print its result, merge it into bench.json and redraw bench.png."""
     with bench_stack(settings, options) as bench:
@@ -686,28 +698,13 @@ def run_bench(settings: Settings, options: BenchOptions, mode: str) -> int:
         elif mode == "backlog":
             result["backlog"] = run_backlog(bench)
             print(orjson.dumps(result["backlog"], option=orjson.OPT_INDENT_2).decode())
-        elif mode == "experiments":
-            from worker.tools.bench_experiments import render_experiments, run_experiments
-
-            experiments = run_experiments(bench)
-            # like rebalance: its own key and machine line, the top-level ones stay the chart's
-            key = f"experiments ({options.client}, {bench.broker_name})"
-            result = {key: {"machine": result["machine"], **experiments}}
-            print(render_experiments(experiments))
-        elif mode == "compiled":
-            from worker.tools.bench_compiled import render_compiled, run_compiled
-
-            compiled = run_compiled(bench)
-            key = f"compiled ({options.client}, {bench.broker_name})"
-            result = {key: {"machine": result["machine"], **compiled}}
-            print(render_compiled(compiled))
-        elif mode == "monitor":
-            from worker.tools.bench_monitor import render_monitor, run_monitor_bench
-
-            monitor = run_monitor_bench(bench)
-            key = f"monitor ({options.client}, {bench.broker_name})"
-            result = {key: {"machine": result["machine"], **monitor}}
-            print(render_monitor(monitor))
+        elif mode in SIDE_MODES:
+            module = importlib.import_module(f"worker.tools.{SIDE_MODES[mode]}")
+            measured = module.run(bench)
+            # its own key and machine line: the top-level ones stay the chart's
+            key = f"{mode} ({options.client}, {bench.broker_name})"
+            result = {key: {"machine": result["machine"], **measured}}
+            print(module.render(measured))
         elif mode == "rebalance":
             from worker.tools.bench_rebalance import render_rebalance, run_rebalance, scenarios
 

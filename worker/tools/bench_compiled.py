@@ -38,7 +38,7 @@ FORMATS = ("joblib", "onnx", "both")
 PICKLE_FREE = "forest, onnx, allow_pickle false"
 
 
-def run_compiled(bench: Bench) -> dict[str, Any]:
+def run(bench: Bench) -> dict[str, Any]:
     costs = _publish_every_format(bench)
     input_topic = bench.topic("bench-in")
     prefill(bench, input_topic, bench.options.events)
@@ -126,7 +126,7 @@ def summarise(runs: dict[str, list[RunResult]], costs: dict[str, Any]) -> dict[s
     return {"rows": rows, "scoring": costs}
 
 
-def render_compiled(result: dict[str, Any]) -> str:
+def render(result: dict[str, Any]) -> str:
     lines = [
         f"{'':36}{'events/s':>10}{'x ceiling':>11}{'peak RSS':>10}",
         *(

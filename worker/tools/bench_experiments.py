@@ -41,7 +41,7 @@ WITH_PROFILE = "primary alone, reference profile"  # drift: its rows' bins count
 CEILING = "passthrough (ceiling)"
 
 
-def run_experiments(bench: Bench) -> dict[str, Any]:
+def run(bench: Bench) -> dict[str, Any]:
     _publish_copies(bench)
     input_topic = bench.topic("bench-in")
     prefill(bench, input_topic, bench.options.events)
@@ -129,7 +129,7 @@ def scoring_us(bench: Bench, rows: int = 1000, calls: int = 500) -> dict[str, fl
     return {name: float(np.percentile(t, 10)) / rows * 1e6 for name, t in timings.items()}
 
 
-def render_experiments(result: dict[str, Any]) -> str:
+def render(result: dict[str, Any]) -> str:
     lines = [f"{'':28}{'events/s':>10}{'/ alone':>10}"]
     for name, row in result["rows"].items():
         lines.append(f"{name:<28}{row['events_per_s']:>10,}{row['ratio_to_primary_alone']:>10.3f}")

@@ -38,7 +38,7 @@ ALL_LABELS, HALF_LABELS = "labels with their predictions", "half the labels stil
 LABEL_WINDOW_S = 3600  # longer than any run: every event's join stays open, as in a deployment
 
 
-def run_monitor_bench(bench: Bench) -> dict[str, Any]:
+def run(bench: Bench) -> dict[str, Any]:
     events = bench.options.events
     input_topic = bench.topic("bench-in")
     prefill(bench, input_topic, events)
@@ -143,7 +143,7 @@ def summarise(worker_rates: list[float], runs: dict[str, list[dict[str, float]]]
     return {"rows": rows, "worker_runs": [round(r) for r in worker_rates]}
 
 
-def render_monitor(result: dict[str, Any]) -> str:
+def render(result: dict[str, Any]) -> str:
     rows = result["rows"]
     lines = [
         f"{'':46}{'events/s':>10}{'records/s':>11}{'x worker':>10}{'peak RSS':>10}"

@@ -16,6 +16,7 @@ from worker.lifecycle.records import (
     decode_prediction,
     decode_records,
     decode_training,
+    sampled,
 )
 from worker.stream.events import EventRejected
 
@@ -235,3 +236,12 @@ def test_records_split_into_labels_from_the_labels_topic_and_predictions_from_th
 def test_no_records_decode_to_an_empty_batch() -> None:
     batch = decode_records([], labels_topic="labels", max_bytes=MAX_BYTES)
     assert (batch.labels, batch.halves, batch.rejects) == ([], [], [])
+
+
+def test_a_sample_keeps_about_its_share_and_always_the_same_events() -> None:
+    ids = [f"e-{i}" for i in range(20_000)]
+    kept = [e for e in ids if sampled(e, 10.0)]
+    assert 1800 < len(kept) < 2200
+    assert kept == [e for e in ids if sampled(e, 10.0)]
+    assert all(sampled(e, 100.0) for e in ids[:100])
+    assert set(kept) <= {e for e in ids if sampled(e, 50.0)}

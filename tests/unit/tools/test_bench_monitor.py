@@ -1,6 +1,6 @@
 """The monitor bench's arithmetic: medians over rounds, ratios from each round's own pair."""
 
-from worker.tools.bench_monitor import ALL_LABELS, HALF_LABELS, WORKER, render_monitor, summarise
+from worker.tools.bench_monitor import ALL_LABELS, HALF_LABELS, WORKER, render, summarise
 
 
 def run(rate: float, rss: float = 150.0, join_bytes: float = 300.0) -> dict[str, float]:
@@ -37,9 +37,7 @@ def test_ratios_come_from_each_rounds_own_worker_run() -> None:
 
 
 def test_the_table_names_every_row_with_its_ratio() -> None:
-    table = render_monitor(
-        summarise([20_000.0], {ALL_LABELS: [run(25_000)], HALF_LABELS: [run(9_000)]})
-    )
+    table = render(summarise([20_000.0], {ALL_LABELS: [run(25_000)], HALF_LABELS: [run(9_000)]}))
 
     assert "worker, logistic" in table
     assert f"monitor, {ALL_LABELS}" in table and "1.25" in table

@@ -1,0 +1,161 @@
+"""`scorer bench --mode retrain`: does one `scorer retrain` keep up with one worker while it
+fits, and does its memory stay bounded by its window?
+
+Each round, side by side: `scorer run` (logistic) scores the pre-filled input topic, its rate
+taken as the throughput mode takes it; then one `scorer retrain` reads the same events and a
+click for each (another topic) from the beginning, with a round due every second (the
+logistic regression active, retrain_min_rows 2,000), so it fits candidate after candidate
+while it joins: once with a window of 10,000 rows and once with 40,000. Its rate is taken from
+its own counters in Redis (first record applied to the last), so start-up and the group join
+are not counted. Reported: events/s joined, the ratio to the worker's rate in the same round,
+the fits it made meanwhile and their median time, and its peak RSS. The clicks are random, so
+every candidate is rejected (not_better) and the next round is due at once.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+import uuid
+from typing import Any
+
+import joblib
+import numpy as np
+import orjson
+
+from worker.errors import ServiceUnavailable
+from worker.infra.clients import build_producer, connect_redis
+from worker.lifecycle.training_rows import TrainingStore
+from worker.models.artifacts import inspect_estimator
+from worker.models.registry import Registry
+from worker.tools.bench import Bench, prefill, run_worker
+from worker.tools.proc_stats import tree_peak_rss_mb
+from worker.tools.processes import stop_process
+from worker.tools.synthetic import FEATURES
+
+WORKER = "worker, logistic"
+WINDOWS = (10_000, 40_000)
+LABEL_WINDOW_S = 3600  # longer than any run: no join window closes during it
+
+
+def run(bench: Bench) -> dict[str, Any]:
+    events = bench.options.events
+    input_topic = bench.topic("bench-in")
+    prefill(bench, input_topic, events)
+    labels_topic = bench.topic("bench-labels")
+    _send_labels(bench, labels_topic, events)
+    worker_rates: list[float] = []
+    runs: dict[int, list[dict[str, float]]] = {window: [] for window in WINDOWS}
+    for _ in range(bench.options.rounds):
+        worker_rates.append(run_worker(bench, input_topic, "logistic").events_per_s)
+        for window in WINDOWS:
+            runs[window].append(_run_retrainer(bench, input_topic, labels_topic, events, window))
+    return summarise(worker_rates, runs)
+
+
+def _send_labels(bench: Bench, topic: str, count: int) -> None:
+    """A click (0 or 1) for each pre-filled event (ids b-0, b-1, ...)."""
+    clicks = np.random.default_rng(7).random(count) < 0.3
+    producer = build_producer(bench.settings.replace(linger_ms=20))
+    try:
+        for index, click in enumerate(clicks):
+            label = {"event_id": f"b-{index}", "label": int(click), "ts": time.time()}
+            producer.send(topic, orjson.dumps(label))
+        producer.flush()
+    finally:
+        producer.close()
+
+
+def _run_retrainer(
+    bench: Bench, input_topic: str, labels_topic: str, events: int, window: int
+) -> dict[str, float]:
+    """One `scorer retrain` over the input and labels topics, until Redis has every record."""
+    client = connect_redis(bench.settings)
+    prefix = f"bench-retrain-{uuid.uuid4().hex[:8]}"
+    registry = Registry(client, prefix, f"{prefix}:active")
+    path = bench.model_paths["logistic"]
+    registry.publish(path.read_bytes(), "logistic", inspect_estimator(joblib.load(path), FEATURES))
+    registry.activate("logistic")
+    store = TrainingStore(client, prefix, LABEL_WINDOW_S, window)
+    process = bench.start(
+        ["worker", "retrain"],
+        f"retrain-{prefix}.log",
+        input_topic=input_topic,
+        labels_topic=labels_topic,
+        retrain_group_id=f"r-{prefix}",
+        registry_prefix=prefix,
+        active_key=f"{prefix}:active",
+        label_window_s=LABEL_WINDOW_S,
+        retrain_window_rows=window,
+        retrain_min_rows=2000,
+        retrain_interval_s=1.0,
+        quality_interval_s=1.0,
+        metrics_port=0,
+    )
+    first_at = last_at = 0.0
+    deadline = time.monotonic() + 600
+    try:
+        while True:
+            counts = store.stats()
+            seen = counts.get("features", 0) + counts.get("labels", 0)
+            now = time.monotonic()
+            if seen and not first_at:
+                first_at = now
+            if seen >= 2 * events:
+                last_at = now
+                break
+            if process.poll() is not None or now > deadline:
+                raise ServiceUnavailable(
+                    f"bench: the retrainer applied {seen} of {2 * events} records "
+                    f"(exit code {process.returncode}); see {bench.work_dir}"
+                )
+            time.sleep(0.05)
+        peak_rss = tree_peak_rss_mb(process.pid)
+    finally:
+        stop_process(process)
+    seconds = max(1e-3, last_at - first_at)
+    fits = [
+        float(change["training"]["fit_s"])
+        for change in registry.changes(1000)
+        if change["action"] in ("candidate", "canary") and "fit_s" in change.get("training", {})
+    ]
+    return {
+        "events_per_s": counts["joined"] / seconds,
+        "fits": len(fits),
+        "fit_s": statistics.median(fits) if fits else 0.0,
+        "peak_rss_mb": peak_rss,
+    }
+
+
+def summarise(worker_rates: list[float], runs: dict[int, list[dict[str, float]]]) -> dict[str, Any]:
+    """Medians over the rounds; each ratio is the median of the rounds' own ratios."""
+    rows: dict[str, Any] = {WORKER: {"events_per_s": round(statistics.median(worker_rates))}}
+    for window, results in runs.items():
+        rates = [r["events_per_s"] for r in results]
+        rows[f"retrainer, window {window:,} rows"] = {
+            "events_per_s": round(statistics.median(rates)),
+            "runs": [round(r) for r in rates],
+            "ratio_to_worker": round(
+                statistics.median(m / w for m, w in zip(rates, worker_rates, strict=True)), 3
+            ),
+            "fits": [int(r["fits"]) for r in results],
+            "fit_s": round(statistics.median(r["fit_s"] for r in results), 2),
+            "peak_rss_mb": round(statistics.median(r["peak_rss_mb"] for r in results), 1),
+        }
+    return {"rows": rows, "worker_runs": [round(r) for r in worker_rates]}
+
+
+def render(result: dict[str, Any]) -> str:
+    rows = result["rows"]
+    lines = [
+        f"{'':36}{'events/s':>10}{'x worker':>10}{'fits':>12}{'fit s':>8}{'peak RSS':>10}",
+        f"{WORKER:<36}{rows[WORKER]['events_per_s']:>10,}",
+    ]
+    for name, row in rows.items():
+        if name != WORKER:
+            fits = "/".join(str(n) for n in row["fits"])
+            lines.append(
+                f"{name:<36}{row['events_per_s']:>10,}{row['ratio_to_worker']:>10.2f}"
+                f"{fits:>12}{row['fit_s']:>8.2f}{row['peak_rss_mb']:>7.0f} MB"
+            )
+    return "\n".join(lines)
