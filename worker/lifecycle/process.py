@@ -27,14 +27,14 @@ import structlog
 from kafka import KafkaProducer
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from worker.infra.clients import build_consumer, build_producer, connect_redis, ensure_topics
+from worker.infra.clients import build_producer, connect_redis, ensure_topics
 from worker.infra.retry import backoff_s
 from worker.lifecycle.records import Rejected
 from worker.models.control import announce
 from worker.ops.health import HealthServer, HealthSources, Readiness
 from worker.settings import Settings
-from worker.stream.kafka_python import KafkaPythonConsumer
-from worker.stream.transport import TransportError, offsets_after, offsets_from
+from worker.stream.factory import joining_consumer
+from worker.stream.transport import ScoringConsumer, TransportError, offsets_after, offsets_from
 
 log = structlog.get_logger(__name__)
 
@@ -127,19 +127,13 @@ class JoinProcess(ABC):
         is in flight at most; its offsets are committed, here, once Redis has it (without
         waiting for the broker's answer, but for the last batch's), and a batch Redis refused
         is read again together with the one polled meanwhile."""
-        # read_committed whatever the workers' guarantee: an exactly-once worker's aborted
-        # batch is scored again, and only its committed records may be joined
-        raw = build_consumer(
-            self.settings, group_id=self.group_id, isolation_level="read_committed"
-        )
-        raw.subscribe(self.topics)
-        consumer = KafkaPythonConsumer(raw)
+        consumer = joining_consumer(self.settings, self.group_id, self.topics)
         applier = ThreadPoolExecutor(1, thread_name_prefix="join-apply")
         in_flight: tuple[list[Any], Future[bool]] | None = None
         failures = 0
         try:
             while not self._stopping.is_set():
-                records = self._poll(consumer, raw)
+                records = self._poll(consumer)
                 if in_flight is not None:
                     applied, done = in_flight
                     in_flight = None
@@ -159,7 +153,7 @@ class JoinProcess(ABC):
             applier.shutdown()
             consumer.close()
 
-    def _poll(self, consumer: KafkaPythonConsumer, raw: Any) -> list[Any]:
+    def _poll(self, consumer: ScoringConsumer) -> list[Any]:
         try:
             records = list(
                 consumer.poll_batch(self.settings.poll_timeout_ms, self.settings.batch_max_records)
@@ -168,14 +162,14 @@ class JoinProcess(ABC):
             log.warning(f"{self.kind}.poll_failed", error=str(exc))
             records = []
         self.last_poll_at = time.monotonic()
-        self.assigned = len(raw.assignment())
+        self.assigned = consumer.assignment_size()
         return records
 
     def _commit_failed(self, reason: str) -> None:
         """A failed commit is only logged: the batch is then read again, which is harmless."""
         log.warning(f"{self.kind}.commit_failed", error=reason)
 
-    def _commit(self, consumer: KafkaPythonConsumer, records: list[Any]) -> None:
+    def _commit(self, consumer: ScoringConsumer, records: list[Any]) -> None:
         """The last batch's, before leaving the group: waited for."""
         try:
             consumer.commit(offsets_after(records), self.settings.delivery_timeout_s)

@@ -97,7 +97,7 @@ class ConfluentConsumer:
         except KafkaException as exc:
             raise ConfigError(f"setting kafka_client=confluent: {exc}") from None
 
-    def subscribe(self, topic: str, callbacks: RebalanceCallbacks) -> None:
+    def subscribe(self, topics: Sequence[str], callbacks: RebalanceCallbacks) -> None:
         def assigned(consumer: Consumer, partitions: list[TopicPartition]) -> None:
             callbacks.on_partitions_assigned(_pairs(partitions))
 
@@ -109,7 +109,10 @@ class ConfluentConsumer:
 
         # After each callback the client itself applies the change (assign, or the incremental
         # variant under cooperative-sticky and the consumer protocol).
-        self._consumer.subscribe([topic], on_assign=assigned, on_revoke=revoked, on_lost=lost)
+        self._consumer.subscribe(list(topics), on_assign=assigned, on_revoke=revoked, on_lost=lost)
+
+    def assignment_size(self) -> int:
+        return len(self._consumer.assignment())
 
     def poll_batch(self, timeout_ms: int, max_records: int) -> Sequence[Any]:
         try:
@@ -125,7 +128,10 @@ class ConfluentConsumer:
                 raise TransportError(str(error))
             topic, partition, offset = message.topic(), message.partition(), message.offset()
             assert topic is not None and partition is not None and offset is not None
-            records.append(Record(topic, partition, offset, message.key(), message.value()))
+            _, timestamp = message.timestamp()
+            records.append(
+                Record(topic, partition, offset, message.key(), message.value(), timestamp)
+            )
         return records
 
     def commit(self, next_offsets: dict[Partition, int], timeout_s: float) -> None:

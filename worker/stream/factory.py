@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from worker.infra.clients import build_consumer, build_producer, group_options
 from worker.settings import Settings
 from worker.stream.kafka_python import KafkaPythonConsumer, KafkaPythonProducer, transactional
-from worker.stream.transport import ScoringConsumer, ScoringProducer
+from worker.stream.transport import Partition, ScoringConsumer, ScoringProducer
 
 
 def scoring_consumer(settings: Settings) -> ScoringConsumer:
@@ -14,6 +16,32 @@ def scoring_consumer(settings: Settings) -> ScoringConsumer:
 
         return ConfluentConsumer(settings)
     return KafkaPythonConsumer(build_consumer(settings, **group_options(settings)))
+
+
+def joining_consumer(settings: Settings, group_id: str, topics: list[str]) -> ScoringConsumer:
+    """A monitor's or a retrainer's: its own group on these topics, committed records only
+    (an exactly-once worker's aborted batch is scored again, and only its committed records
+    may be joined), nothing to do at a rebalance (what was not committed is read again)."""
+    if settings.kafka_client == "confluent":
+        from worker.stream.confluent import ConfluentConsumer
+
+        consumer: ScoringConsumer = ConfluentConsumer(settings.replace(group_id=group_id))
+    else:
+        raw = build_consumer(settings, group_id=group_id, isolation_level="read_committed")
+        consumer = KafkaPythonConsumer(raw)
+    consumer.subscribe(topics, _NothingToDo())
+    return consumer
+
+
+class _NothingToDo:
+    def on_partitions_revoked(self, revoked: Sequence[Partition]) -> None:
+        pass
+
+    def on_partitions_lost(self, lost: Sequence[Partition]) -> None:
+        pass
+
+    def on_partitions_assigned(self, assigned: Sequence[Partition]) -> None:
+        pass
 
 
 def scoring_producer(settings: Settings, transactional_id: str | None = None) -> ScoringProducer:

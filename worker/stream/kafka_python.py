@@ -63,9 +63,12 @@ class KafkaPythonConsumer:
     def __init__(self, consumer: KafkaConsumer) -> None:
         self._consumer = consumer
 
-    def subscribe(self, topic: str, callbacks: RebalanceCallbacks) -> None:
+    def subscribe(self, topics: Sequence[str], callbacks: RebalanceCallbacks) -> None:
         listener = _Listener(callbacks, self._consumer._net)
-        self._consumer.subscribe([topic], listener=listener)
+        self._consumer.subscribe(list(topics), listener=listener)
+
+    def assignment_size(self) -> int:
+        return len(self._consumer.assignment())
 
     def poll_batch(self, timeout_ms: int, max_records: int) -> Sequence[Any]:
         try:

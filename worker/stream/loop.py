@@ -173,7 +173,7 @@ class ScoringLoop:
         self.last_poll_at = time.monotonic()
 
     def run(self) -> None:
-        self._consumer.subscribe(self._settings.input_topic, self.partitions)
+        self._consumer.subscribe([self._settings.input_topic], self.partitions)
         try:
             self._consume()
             self._commit_delivered()

@@ -26,6 +26,7 @@ class Record(NamedTuple):
     offset: int
     key: bytes | None
     value: bytes | None
+    timestamp: int = 0  # milliseconds, the producer's or the broker's (as kafka-python's)
 
 
 class RebalanceCallbacks(Protocol):
@@ -48,7 +49,12 @@ class RebalanceCallbacks(Protocol):
 
 
 class ScoringConsumer(Protocol):
-    def subscribe(self, topic: str, callbacks: RebalanceCallbacks) -> None: ...
+    def subscribe(self, topics: Sequence[str], callbacks: RebalanceCallbacks) -> None: ...
+
+    def assignment_size(self) -> int:
+        """How many partitions this member holds now."""
+        ...
+
     def poll_batch(self, timeout_ms: int, max_records: int) -> Sequence[Any]:
         """Records with .topic .partition .offset .key .value, in offset order per partition."""
         ...

@@ -34,7 +34,7 @@ def passthrough(settings: Settings, limit: int, stopping: threading.Event) -> No
     poll, commits not waited for but the last (see worker/stream/loop.py)."""
     consumer = scoring_consumer(settings)
     producer = scoring_producer(settings)
-    consumer.subscribe(settings.input_topic, _NoRebalanceWork())
+    consumer.subscribe([settings.input_topic], _NoRebalanceWork())
     settle_heap()  # as the worker does, so the ratio compares the scoring work alone
     moved, in_flight = 0, None
     delivered: dict[Partition, int] = {}

@@ -194,10 +194,11 @@ def test_two_monitors_promote_a_better_automatic_canary_once_past_the_labels_it_
 
 
 def test_a_monitor_killed_mid_stream_loses_no_join(
-    settings: Settings, producer: KafkaProducer, process_factory: Any
+    client_settings: Settings, producer: KafkaProducer, process_factory: Any
 ) -> None:
     """SIGKILL while labels and predictions stream in; a new monitor process picks up from
-    the committed offsets and every pair is joined exactly once."""
+    the committed offsets and every pair is joined exactly once (with each Kafka client)."""
+    settings = client_settings
     count = 6000
     labels = {f"e-{i}": i % 2 for i in range(count)}
     scores = {event_id: (i % 97) / 97 for i, event_id in enumerate(labels)}
@@ -229,8 +230,9 @@ def test_a_monitor_killed_mid_stream_loses_no_join(
 
 
 def test_malformed_labels_are_counted_and_the_monitor_goes_on(
-    settings: Settings, producer: KafkaProducer, monitor_factory: Any
+    client_settings: Settings, producer: KafkaProducer, monitor_factory: Any
 ) -> None:
+    settings = client_settings  # each Kafka client in turn
     running = monitor_factory(settings)
     bad = [b"{not json", b'{"label": 1}', b'{"event_id": "e-1", "label": "yes"}', b"[1]"]
     for value in bad:

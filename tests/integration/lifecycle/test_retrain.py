@@ -71,7 +71,7 @@ def candidates(registry: Registry, outcome: str) -> list[dict[str, Any]]:
 
 
 def test_a_better_candidate_is_published_as_a_canary_with_its_note_and_figures(
-    settings: Settings,
+    client_settings: Settings,
     publish: Any,
     registry: Registry,
     producer: KafkaProducer,
@@ -81,8 +81,9 @@ def test_a_better_candidate_is_published_as_a_canary_with_its_note_and_figures(
     """The primary learned from shuffled clicks; the retrainer joins the stream's events to
     their clicks, fits a clone on the older rows, finds it better on the newest, and publishes
     it through the registry as an automatic canary, recorded with its window and figures.
-    Malformed events and labels on the way are counted and logged; the retrainer goes on."""
-    settings = settings.replace(**RETRAIN)
+    Malformed events and labels on the way are counted and logged; the retrainer goes on.
+    With each Kafka client."""
+    settings = client_settings.replace(**RETRAIN)
     publish(broken_model(), "v1")
     producer.send(settings.input_topic, b"not json")
     producer.send(settings.input_topic, orjson.dumps({"event_id": "x", "features": 3}))

@@ -29,8 +29,11 @@ class OneBatchConsumer:
         self.paused = False
         self.paused_polls = 0
 
-    def subscribe(self, topic: str, callbacks: RebalanceCallbacks) -> None:
+    def subscribe(self, topics: Sequence[str], callbacks: RebalanceCallbacks) -> None:
         pass
+
+    def assignment_size(self) -> int:
+        return 1
 
     def poll_batch(self, timeout_ms: int, max_records: int) -> Sequence[Any]:
         if self.paused:
@@ -217,9 +220,12 @@ class ScriptedConsumer(OneBatchConsumer):
         self._callbacks: RebalanceCallbacks | None = None
         self.polls = 0
 
-    def subscribe(self, topic: str, callbacks: RebalanceCallbacks) -> None:
+    def subscribe(self, topics: Sequence[str], callbacks: RebalanceCallbacks) -> None:
         self._callbacks = callbacks
         callbacks.on_partitions_assigned([("in", 0)])
+
+    def assignment_size(self) -> int:
+        return 1
 
     def poll_batch(self, timeout_ms: int, max_records: int) -> Sequence[Any]:
         if self.paused:
