@@ -165,31 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_commands(commands, common)
     _add_stack_commands(commands, common)
 
-    demo = commands.add_parser(
-        "demo",
-        parents=[common],
-        help="the whole story on the embedded stack",
-        description="Start a local broker and Redis, publish three versions, run two workers "
-        "with a canary and a shadow, stream synthetic events, promote the canary mid-stream and "
-        "report that every event was scored once, by which version.",
-        epilog="examples:\n"
-        "  scorer demo --events 20000 --rate 2000\n"
-        "  scorer demo --quality --rate 500 --label-delay 2",
-        formatter_class=HelpFormatter,
-    )
-    demo.add_argument("--events", type=int, default=20000)
-    demo.add_argument("--rate", type=float, help="events per second (default 2000; --quality: 500)")
-    demo.add_argument(
-        "--quality",
-        action="store_true",
-        help="the model lifecycle instead: clicks arrive later, the monitor judges, a better "
-        "canary is promoted on its verdict and a broken one aborted on its own",
-    )
-    demo.add_argument(
-        "--label-delay", type=float, default=2.0, help="--quality: seconds until a click arrives"
-    )
-    _add_broker_flag(demo)
-    demo.set_defaults(command=cmd_demo)
+    _add_demo_command(commands, common)
 
     bench = commands.add_parser(
         "bench",
@@ -273,6 +249,57 @@ def build_parser() -> argparse.ArgumentParser:
     loadgen.add_argument("--seed", type=int, default=0)
     loadgen.set_defaults(command=cmd_loadgen)
     return parser
+
+
+def _add_demo_command(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    demo = commands.add_parser(
+        "demo",
+        parents=[common],
+        help="the whole story on the embedded stack",
+        description="Start a local broker and Redis, publish three versions, run two workers "
+        "with a canary and a shadow, stream synthetic events, promote the canary mid-stream and "
+        "report that every event was scored once, by which version.",
+        epilog="examples:\n"
+        "  scorer demo --events 20000 --rate 2000\n"
+        "  scorer demo --quality --rate 500 --label-delay 2\n"
+        "  scorer demo --scenario drift   # retraining closes the loop on its own",
+        formatter_class=HelpFormatter,
+    )
+    demo.add_argument("--events", type=int, default=20000)
+    demo.add_argument(
+        "--rate", type=float, help="events per second (default 2000; quality, drift: 500)"
+    )
+    demo.add_argument(
+        "--quality",
+        action="store_true",
+        help="the model lifecycle instead: clicks arrive later, the monitor judges, a better "
+        "canary is promoted on its verdict and a broken one aborted on its own",
+    )
+    demo.add_argument(
+        "--scenario",
+        choices=["story", "quality", "drift"],
+        default="story",
+        help="story (default): the end-to-end story; quality: as --quality; drift: the true "
+        "click probability changes mid-run, the retrainer publishes a candidate fitted on "
+        "post-change rows, the monitor promotes it on its verdict (a report and a PNG chart)",
+    )
+    demo.add_argument(
+        "--label-delay",
+        type=float,
+        default=2.0,
+        help="--quality, drift: seconds until a click arrives",
+    )
+    demo.add_argument(
+        "--change-after",
+        type=float,
+        default=60.0,
+        help="drift: seconds of stream before the truth changes",
+    )
+    demo.add_argument("--out", type=Path, help="drift: where the chart goes (default: its logs')")
+    _add_broker_flag(demo)
+    demo.set_defaults(command=cmd_demo)
 
 
 def _add_model_commands(
@@ -568,7 +595,12 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    if args.quality:
+    if args.scenario == "drift":
+        from worker.tools.demo_drift import run_drift_demo
+
+        rate = args.rate or 500.0
+        return run_drift_demo(rate, args.label_delay, args.change_after, args.broker, args.out)
+    if args.quality or args.scenario == "quality":
         from worker.tools.demo_quality import run_quality_demo
 
         return run_quality_demo(args.rate or 500.0, args.label_delay, args.broker, timeout_s=120)

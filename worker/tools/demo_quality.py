@@ -88,20 +88,28 @@ def run_quality_demo(rate: float, label_delay_s: float, broker: str, timeout_s: 
 
 class Stream:
     """Events at `rate` per second from a thread; each one's click, drawn from its true
-    probability, sent `delay_s` later."""
+    probability, sent `delay_s` later. `drift()` changes the true probability from then on;
+    `clicks` keeps each event's click and when it was sent."""
 
     def __init__(self, settings: Settings, rate: float, delay_s: float) -> None:
         ensure_topics(settings, labels=True)
         self._settings = settings
-        self._rate, self._delay_s = rate, delay_s
+        self.rate, self.delay_s = rate, delay_s
         self._producer = KafkaProducer(**client_options(settings), linger_ms=5)
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
-        self.started = 0.0
+        self.started = self.start_wall = 0.0
         self.sent = self.labelled = 0
+        self.weights: np.ndarray | None = None  # None: the synthetic truth
+        self.drifted_at: float | None = None  # seconds since the stream began
+        self.clicks: dict[str, tuple[float, int]] = {}
+
+    def drift(self, weights: np.ndarray) -> None:
+        self.drifted_at = self.elapsed()
+        self.weights = weights
 
     def start(self) -> None:
-        self.started = time.monotonic()
+        self.started, self.start_wall = time.monotonic(), time.time()
         self._thread.start()
 
     def elapsed(self) -> float:
@@ -117,9 +125,15 @@ class Stream:
         rng = np.random.default_rng(7)
         pending: deque[tuple[float, bytes]] = deque()
         while not self._stopping.is_set():
-            rows = rng.normal(size=(max(1, int(self._rate / 10)), len(FEATURES))).round(4)
-            clicks = rng.random(len(rows)) < click_probability(rows)
-            due = time.monotonic() + self._delay_s
+            rows = rng.normal(size=(max(1, int(self.rate / 10)), len(FEATURES))).round(4)
+            truth = (
+                click_probability(rows)
+                if self.weights is None
+                else click_probability(rows, self.weights)
+            )
+            clicks = rng.random(len(rows)) < truth
+            due = time.monotonic() + self.delay_s
+            sent_at = self.elapsed()
             for row, click in zip(rows, clicks, strict=True):
                 event_id = f"q-{self.sent}"
                 self._producer.send(
@@ -129,6 +143,7 @@ class Stream:
                 )
                 label = {"event_id": event_id, "label": int(click), "ts": time.time()}
                 pending.append((due, orjson.dumps(label)))
+                self.clicks[event_id] = (sent_at, int(click))
                 self.sent += 1
             while pending and pending[0][0] <= time.monotonic():
                 self._producer.send(self._settings.labels_topic, pending.popleft()[1])

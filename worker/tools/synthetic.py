@@ -17,6 +17,10 @@ from sklearn.linear_model import LogisticRegression
 N_FEATURES = 20
 FEATURES = tuple(f"f{i}" for i in range(N_FEATURES))
 _TRUE_WEIGHTS = np.linspace(-1.5, 1.5, N_FEATURES)
+# the drift scenario's: the two strongest weights (f0's and f19's) change sign
+DRIFTED_WEIGHTS = _TRUE_WEIGHTS * np.where(
+    np.isin(np.arange(N_FEATURES), [0, N_FEATURES - 1]), -1, 1
+)
 
 
 def feature_rows(n: int, seed: int = 0) -> np.ndarray:
@@ -29,14 +33,16 @@ def click_labels(rows: np.ndarray, seed: int = 0) -> np.ndarray:
     return (_click_logits(rows) + noise > 0).astype(int)
 
 
-def click_probability(rows: np.ndarray) -> np.ndarray:
-    """The true click probability behind `click_labels` (logistic noise: the sigmoid)."""
-    probability: np.ndarray = 1 / (1 + np.exp(-_click_logits(rows)))
+def click_probability(rows: np.ndarray, weights: np.ndarray = _TRUE_WEIGHTS) -> np.ndarray:
+    """The true click probability behind `click_labels` (logistic noise: the sigmoid), or
+    behind another set of weights (the drift scenario's)."""
+    probability: np.ndarray = 1 / (1 + np.exp(-_click_logits(rows, weights)))
     return probability
 
 
-def _click_logits(rows: np.ndarray) -> np.ndarray:
-    return rows @ _TRUE_WEIGHTS / 2 - 2.0
+def _click_logits(rows: np.ndarray, weights: np.ndarray = _TRUE_WEIGHTS) -> np.ndarray:
+    logits: np.ndarray = rows @ weights / 2 - 2.0
+    return logits
 
 
 def train(kind: str, n: int = 4000, seed: int = 0) -> object:
