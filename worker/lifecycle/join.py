@@ -107,13 +107,20 @@ class JoinStore(Pairing):
         ]
         return self.apply(halves, labels, now)
 
+    def pairs_key(self, version: str, arm: str) -> str:
+        """The Redis key of a version's window on one arm."""
+        return self._pairs_key(f"{version}{SEP}{arm}")
+
+    def _pairs_key(self, name: str) -> str:
+        return f"{self.prefix}:pairs:{name}"
+
     def windows(self) -> list[tuple[str, str]]:
         """(version, arm) of every window with pairs, sorted."""
         key = f"{self.prefix}:windows"
         names = sorted(text(name) for name in self._redis.smembers(key))
         pipe = self._redis.pipeline(transaction=False)
         for name in names:
-            pipe.exists(f"{self.prefix}:pairs:{name}")
+            pipe.exists(self._pairs_key(name))
         live = [name for name, exists in zip(names, pipe.execute(), strict=True) if exists]
         if gone := set(names) - set(live):  # retired: their windows expired
             self._redis.srem(key, *gone)
@@ -122,7 +129,7 @@ class JoinStore(Pairing):
 
     def window(self, version: str, arm: str, since: float = 0.0) -> Window:
         """The pairs of a version's arm joined at or after `since`."""
-        key = f"{self.prefix}:pairs:{version}{SEP}{arm}"
+        key = self.pairs_key(version, arm)
         members = cast(
             "list[tuple[bytes, float]]",
             self._redis.zrangebyscore(key, since, "+inf", withscores=True),

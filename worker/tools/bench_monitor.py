@@ -28,7 +28,6 @@ import redis
 from worker.errors import ServiceUnavailable
 from worker.infra.clients import build_producer, connect_redis
 from worker.lifecycle.join import JoinStore
-from worker.lifecycle.pairing import SEP
 from worker.tools.bench import Bench, prefill, run_worker
 from worker.tools.proc_stats import tree_peak_rss_mb
 from worker.tools.processes import stop_process
@@ -112,14 +111,13 @@ def _run_monitor(
         "labelled_events_per_s": counts["joined"] / seconds,
         "records_per_s": (predictions + labels) / seconds,
         "peak_rss_mb": peak_rss,
-        "join_bytes_per_event": _join_bytes(client, prefix, memory_before) / predictions,
+        "join_bytes_per_event": _join_bytes(client, store, memory_before) / predictions,
     }
 
 
-def _join_bytes(client: redis.Redis, prefix: str, memory_before: int) -> int:
+def _join_bytes(client: redis.Redis, store: JoinStore, memory_before: int) -> int:
     """Redis memory the run's open join windows take: all it added, less its quality window."""
-    window = f"{prefix}:quality:pairs:logistic{SEP}primary"  # as JoinStore names it
-    pairs = int(client.memory_usage(window) or 0)
+    pairs = int(client.memory_usage(store.pairs_key("logistic", "primary")) or 0)
     return int(client.info("memory")["used_memory"]) - memory_before - pairs
 
 
