@@ -65,6 +65,14 @@ _NOT_NEGATIVE = (
     "guard_promote_min_labels",
 )
 
+# (setting, upper bound, bound included): each must lie above 0 and below (or at) it
+_SHARES = (
+    ("decision_threshold", 1.0, False),
+    ("retrain_holdout_share", 1.0, False),
+    ("retrain_sample_percent", 100.0, True),
+    ("retrain_canary_percent", 50.0, True),
+)
+
 _TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
 
 LogFormat = Literal["auto", "json", "console"]
@@ -216,25 +224,11 @@ class Settings:
                 f"setting retrain_min_rows ({self.retrain_min_rows}) must not exceed "
                 f"retrain_window_rows ({self.retrain_window_rows})"
             )
-        if not 0 < self.retrain_holdout_share < 1:
-            raise ConfigError(
-                f"setting retrain_holdout_share must be within (0, 1), "
-                f"got {self.retrain_holdout_share}"
-            )
-        if not 0 < self.retrain_sample_percent <= 100:
-            raise ConfigError(
-                f"setting retrain_sample_percent must be within (0, 100], "
-                f"got {self.retrain_sample_percent}"
-            )
-        if not 0 < self.retrain_canary_percent <= 50:
-            raise ConfigError(
-                f"setting retrain_canary_percent must be within (0, 50], "
-                f"got {self.retrain_canary_percent}"
-            )
-        if not 0 < self.decision_threshold < 1:
-            raise ConfigError(
-                f"setting decision_threshold must be within (0, 1), got {self.decision_threshold}"
-            )
+        for name, high, closed in _SHARES:
+            value = getattr(self, name)
+            if not (0 < value <= high if closed else 0 < value < high):
+                interval = f"(0, {high:g}{']' if closed else ')'}"
+                raise ConfigError(f"setting {name} must be within {interval}, got {value}")
 
     def _check_group(self) -> None:
         if self.group_instance_id and not _TOPIC_NAME.fullmatch(self.group_instance_id):

@@ -66,6 +66,13 @@ def test_defaults_apply_without_any_file(tmp_path: Path, monkeypatch: pytest.Mon
         ({"SCORER_DECISION_THRESHOLD": "1"}, r"decision_threshold must be within \(0, 1\)"),
         ({"SCORER_GUARD_MIN_AUC": "-0.1"}, r"guard_min_auc must be 0 \(off\) or more"),
         ({"SCORER_GUARD_ROLLBACK_WINDOW_S": "-1"}, "guard_rollback_window_s must be 0"),
+        ({"SCORER_GUARD_PROMOTE_MIN_LABELS": "-5"}, "guard_promote_min_labels must be 0"),
+        ({"SCORER_RETRAIN_HOLDOUT_SHARE": "1"}, r"retrain_holdout_share must be within \(0, 1\)"),
+        ({"SCORER_RETRAIN_CANARY_PERCENT": "60"}, r"canary_percent must be within \(0, 50\]"),
+        ({"SCORER_RETRAIN_SAMPLE_PERCENT": "0"}, r"sample_percent must be within \(0, 100\]"),
+        ({"SCORER_RETRAIN_MIN_ROWS": "30000"}, "retrain_min_rows .* must not exceed"),
+        ({"SCORER_RETRAIN_METHOD": "warm"}, "must be one of refit|partial_fit"),
+        ({"SCORER_RETRAIN_INTERVAL_S": "0"}, "retrain_interval_s must be positive"),
         (
             {
                 "SCORER_GROUP_PROTOCOL": "consumer",

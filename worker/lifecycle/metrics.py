@@ -40,90 +40,82 @@ QUALITY_GAUGES = {
 DROP_REASONS = ("unlabelled", "unmatched_label")
 
 
-class MonitorMetrics:
-    def __init__(self) -> None:
+class JoinMetrics:
+    """What a joining process (monitor, retrainer) counts, its names under `scorer_<kind>_`:
+    records applied (by kind of half, and labels), malformed ones, pairs joined, join windows
+    closed unjoined, Redis errors, open joins, readiness."""
+
+    def __init__(self, kind: str, half_kind: str, half: str, topics: str, pairs: str) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.records = Counter(
-            "scorer_monitor_records_total",
-            "Predictions and labels read and applied to the join",
+            f"scorer_{kind}_records_total",
+            f"{half.capitalize()}s and labels read and applied to the join",
             ["kind"],
             registry=r,
         )
         self.malformed = Counter(
-            "scorer_monitor_malformed_total",
-            "Records of the labels, output or shadow topic that could not be joined",
+            f"scorer_{kind}_malformed_total",
+            f"Records of the {topics} that could not be joined",
             ["reason"],
             registry=r,
         )
-        self.joined = Counter(
-            "scorer_monitor_joined_total", "Labelled predictions added to the windows", registry=r
-        )
+        self.joined = Counter(f"scorer_{kind}_joined_total", pairs, registry=r)
         self.dropped = Counter(
-            "scorer_monitor_dropped_total",
-            "Join windows closed unjoined: a prediction never labelled, or a label never "
-            "predicted, within label_window_s",
-            ["reason"],
-            registry=r,
-        )
-        self.redis_errors = Counter(
-            "scorer_monitor_redis_errors_total",
-            "Failed Redis round trips (the batch is read again, nothing is committed past it)",
-            registry=r,
-        )
-        self.guard_actions = Counter(
-            "scorer_guard_actions_total",
-            "Guardrail actions taken by this monitor: abort, rollback, alert",
-            ["action"],
-            registry=r,
-        )
-        self.pending = Gauge(
-            "scorer_monitor_pending_joins", "Events whose join window is open", registry=r
-        )
-        self.ready = Gauge("scorer_ready", "1 when the monitor is ready", registry=r)
-        for reason in LabelReason.codes():
-            self.malformed.labels(reason)
-        for drop in DROP_REASONS:
-            self.dropped.labels(drop)
-        for action in ACTIONS:
-            self.guard_actions.labels(action)
-        for kind in ("prediction", "label"):
-            self.records.labels(kind)
-        self.quality = QualityCollector()
-        r.register(self.quality)
-
-
-class RetrainMetrics:
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        r = self.registry
-        self.records = Counter(
-            "scorer_retrain_records_total",
-            "Feature events and labels read and applied to the training join",
-            ["kind"],
-            registry=r,
-        )
-        self.malformed = Counter(
-            "scorer_retrain_malformed_total",
-            "Records of the input or labels topic that could not be joined",
-            ["reason"],
-            registry=r,
-        )
-        self.joined = Counter(
-            "scorer_retrain_joined_total", "Labelled rows added to the training window", registry=r
-        )
-        self.dropped = Counter(
-            "scorer_retrain_dropped_total",
-            "Join windows closed unjoined: an event never labelled, or a label whose event "
+            f"scorer_{kind}_dropped_total",
+            f"Join windows closed unjoined: a {half} never labelled, or a label whose {half} "
             "never came, within label_window_s",
             ["reason"],
             registry=r,
         )
         self.redis_errors = Counter(
-            "scorer_retrain_redis_errors_total",
+            f"scorer_{kind}_redis_errors_total",
             "Failed Redis round trips (the batch is read again, nothing is committed past it)",
             registry=r,
         )
+        self.pending = Gauge(
+            f"scorer_{kind}_pending_joins", "Events whose join window is open", registry=r
+        )
+        self.ready = Gauge("scorer_ready", f"1 when the {kind} process is ready", registry=r)
+        for reason in LabelReason.codes():
+            self.malformed.labels(reason)
+        for drop in DROP_REASONS:
+            self.dropped.labels(drop)
+        for name in (half_kind, "label"):
+            self.records.labels(name)
+
+
+class MonitorMetrics(JoinMetrics):
+    def __init__(self) -> None:
+        super().__init__(
+            "monitor",
+            "prediction",
+            "prediction",
+            "labels, output or shadow topic",
+            "Labelled predictions added to the windows",
+        )
+        self.guard_actions = Counter(
+            "scorer_guard_actions_total",
+            "Guardrail actions taken by this monitor: abort, rollback, alert, promote",
+            ["action"],
+            registry=self.registry,
+        )
+        for action in ACTIONS:
+            self.guard_actions.labels(action)
+        self.quality = QualityCollector()
+        self.registry.register(self.quality)
+
+
+class RetrainMetrics(JoinMetrics):
+    def __init__(self) -> None:
+        super().__init__(
+            "retrain",
+            "feature",
+            "feature event",
+            "input or labels topic",
+            "Labelled rows added to the training window",
+        )
+        r = self.registry
         self.candidates = Counter(
             "scorer_retrain_candidates_total",
             "Candidates this retrainer fitted, by outcome (published, rejected) and why a "
@@ -140,16 +132,6 @@ class RetrainMetrics:
         self.window_rows = Gauge(
             "scorer_retrain_window_rows", "Labelled rows in the training window", registry=r
         )
-        self.pending = Gauge(
-            "scorer_retrain_pending_joins", "Events whose join window is open", registry=r
-        )
-        self.ready = Gauge("scorer_ready", "1 when the retrainer is ready", registry=r)
-        for reason in LabelReason.codes():
-            self.malformed.labels(reason)
-        for drop in DROP_REASONS:
-            self.dropped.labels(drop)
-        for kind in ("feature", "label"):
-            self.records.labels(kind)
         self.candidates.labels("published", "")
         for rejection in Rejection.codes():
             self.candidates.labels("rejected", rejection)

@@ -179,6 +179,7 @@ class Pairing:
     ) -> None:
         self._redis = client
         self.prefix = prefix
+        self.halves = halves
         self._label_window_s = label_window_s
         self.window_size = window
         constants = f"local MARKER, HALVES = {_lua_text(marker)}, {_lua_text(halves)}\n"

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from worker.infra.clients import build_consumer, build_producer, group_options
 from worker.settings import Settings
 from worker.stream.kafka_python import KafkaPythonConsumer, KafkaPythonProducer, transactional
-from worker.stream.transport import Partition, ScoringConsumer, ScoringProducer
+from worker.stream.transport import NoRebalanceWork, ScoringConsumer, ScoringProducer
 
 
 def scoring_consumer(settings: Settings) -> ScoringConsumer:
@@ -29,19 +27,8 @@ def joining_consumer(settings: Settings, group_id: str, topics: list[str]) -> Sc
     else:
         raw = build_consumer(settings, group_id=group_id, isolation_level="read_committed")
         consumer = KafkaPythonConsumer(raw)
-    consumer.subscribe(topics, _NothingToDo())
+    consumer.subscribe(topics, NoRebalanceWork())
     return consumer
-
-
-class _NothingToDo:
-    def on_partitions_revoked(self, revoked: Sequence[Partition]) -> None:
-        pass
-
-    def on_partitions_lost(self, lost: Sequence[Partition]) -> None:
-        pass
-
-    def on_partitions_assigned(self, assigned: Sequence[Partition]) -> None:
-        pass
 
 
 def scoring_producer(settings: Settings, transactional_id: str | None = None) -> ScoringProducer:

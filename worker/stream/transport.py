@@ -48,6 +48,20 @@ class RebalanceCallbacks(Protocol):
     def on_partitions_assigned(self, assigned: Sequence[Partition]) -> None: ...
 
 
+class NoRebalanceWork:
+    """Callbacks for a consumer with nothing to do at a rebalance: what it did not commit is
+    read again by the partition's next owner."""
+
+    def on_partitions_revoked(self, revoked: Sequence[Partition]) -> None:
+        pass
+
+    def on_partitions_lost(self, lost: Sequence[Partition]) -> None:
+        pass
+
+    def on_partitions_assigned(self, assigned: Sequence[Partition]) -> None:
+        pass
+
+
 class ScoringConsumer(Protocol):
     def subscribe(self, topics: Sequence[str], callbacks: RebalanceCallbacks) -> None: ...
 

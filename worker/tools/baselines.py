@@ -16,7 +16,6 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Sequence
 from typing import Any
 
 import joblib
@@ -25,7 +24,7 @@ from worker.infra.clients import build_consumer, build_producer
 from worker.settings import Settings, load_settings
 from worker.stream.factory import scoring_consumer, scoring_producer
 from worker.stream.heap import settle_heap
-from worker.stream.transport import Partition, offsets_after
+from worker.stream.transport import NoRebalanceWork, Partition, offsets_after
 
 
 def passthrough(settings: Settings, limit: int, stopping: threading.Event) -> None:
@@ -34,7 +33,7 @@ def passthrough(settings: Settings, limit: int, stopping: threading.Event) -> No
     poll, commits not waited for but the last (see worker/stream/loop.py)."""
     consumer = scoring_consumer(settings)
     producer = scoring_producer(settings)
-    consumer.subscribe([settings.input_topic], _NoRebalanceWork())
+    consumer.subscribe([settings.input_topic], NoRebalanceWork())
     settle_heap()  # as the worker does, so the ratio compares the scoring work alone
     moved, in_flight = 0, None
     delivered: dict[Partition, int] = {}
@@ -59,17 +58,6 @@ def passthrough(settings: Settings, limit: int, stopping: threading.Event) -> No
     producer.close()
     if commit_failures:
         raise SystemExit(f"passthrough: a commit failed: {commit_failures[0]}")
-
-
-class _NoRebalanceWork:
-    def on_partitions_revoked(self, revoked: Sequence[Partition]) -> None:
-        pass
-
-    def on_partitions_lost(self, lost: Sequence[Partition]) -> None:
-        pass
-
-    def on_partitions_assigned(self, assigned: Sequence[Partition]) -> None:
-        pass
 
 
 def tutorial(settings: Settings, limit: int, model_path: str, stopping: threading.Event) -> None:

@@ -17,6 +17,7 @@ needs; the monitor's own memory does not grow with the label delay).
 from __future__ import annotations
 
 import statistics
+import subprocess
 import time
 import uuid
 from typing import Any
@@ -28,6 +29,7 @@ import redis
 from worker.errors import ServiceUnavailable
 from worker.infra.clients import build_producer, connect_redis
 from worker.lifecycle.join import JoinStore
+from worker.lifecycle.pairing import Pairing
 from worker.tools.bench import Bench, prefill, run_worker
 from worker.tools.proc_stats import tree_peak_rss_mb
 from worker.tools.processes import stop_process
@@ -48,12 +50,12 @@ def run(bench: Bench) -> dict[str, Any]:
         worker_rates.append(run_worker(bench, input_topic, "logistic", output=output).events_per_s)
         for variant, labelled in ((ALL_LABELS, events), (HALF_LABELS, events // 2)):
             labels_topic = bench.topic("bench-labels")
-            _send_labels(bench, labels_topic, labelled)
+            send_labels(bench, labels_topic, labelled)
             runs[variant].append(_run_monitor(bench, output, labels_topic, events, labelled))
     return summarise(worker_rates, runs)
 
 
-def _send_labels(bench: Bench, topic: str, count: int) -> None:
+def send_labels(bench: Bench, topic: str, count: int) -> None:
     """A click (0 or 1) for each of the first `count` pre-filled events (ids b-0, b-1, ...)."""
     clicks = np.random.default_rng(7).random(count) < 0.3
     producer = build_producer(bench.settings.replace(linger_ms=20))
@@ -85,34 +87,43 @@ def _run_monitor(
         label_window_s=LABEL_WINDOW_S,
         metrics_port=0,
     )
-    first_at = last_at = 0.0
-    deadline = time.monotonic() + 600
-    try:
-        while True:
-            counts = store.stats()
-            seen = counts.get("predictions", 0) + counts.get("labels", 0)
-            now = time.monotonic()
-            if seen and not first_at:
-                first_at = now
-            if seen >= predictions + labels:
-                last_at = now
-                break
-            if process.poll() is not None or now > deadline:
-                raise ServiceUnavailable(
-                    f"bench: the monitor applied {seen} of {predictions + labels} records "
-                    f"(exit code {process.returncode}); see {bench.work_dir}"
-                )
-            time.sleep(0.05)
-        peak_rss = tree_peak_rss_mb(process.pid)
-    finally:
-        stop_process(process)
-    seconds = max(1e-3, last_at - first_at)
+    seconds, counts, peak_rss = time_applied(bench, process, store, predictions + labels)
     return {
         "labelled_events_per_s": counts["joined"] / seconds,
         "records_per_s": (predictions + labels) / seconds,
         "peak_rss_mb": peak_rss,
         "join_bytes_per_event": _join_bytes(client, store, memory_before) / predictions,
     }
+
+
+def time_applied(
+    bench: Bench, process: subprocess.Popen[bytes], store: Pairing, records: int
+) -> tuple[float, dict[str, int], float]:
+    """Wait until the process has applied `records` records to the join (its own counters in
+    Redis, so start-up and the group join are not counted); then stop it. The seconds from its
+    first record applied to the last, its counters, and its peak RSS."""
+    first_at = last_at = 0.0
+    deadline = time.monotonic() + 600
+    try:
+        while True:
+            counts = store.stats()
+            seen = counts.get(store.halves, 0) + counts.get("labels", 0)
+            now = time.monotonic()
+            if seen and not first_at:
+                first_at = now
+            if seen >= records:
+                last_at = now
+                break
+            if process.poll() is not None or now > deadline:
+                raise ServiceUnavailable(
+                    f"bench: {records - seen} of {records} records not applied "
+                    f"(exit code {process.returncode}); see {bench.work_dir}"
+                )
+            time.sleep(0.05)
+        peak_rss = tree_peak_rss_mb(process.pid)
+    finally:
+        stop_process(process)
+    return max(1e-3, last_at - first_at), counts, peak_rss
 
 
 def _join_bytes(client: redis.Redis, store: JoinStore, memory_before: int) -> int:

@@ -15,22 +15,17 @@ every candidate is rejected (not_better) and the next round is due at once.
 from __future__ import annotations
 
 import statistics
-import time
 import uuid
 from typing import Any
 
 import joblib
-import numpy as np
-import orjson
 
-from worker.errors import ServiceUnavailable
-from worker.infra.clients import build_producer, connect_redis
+from worker.infra.clients import connect_redis
 from worker.lifecycle.training_rows import TrainingStore
 from worker.models.artifacts import inspect_estimator
 from worker.models.registry import Registry
 from worker.tools.bench import Bench, prefill, run_worker
-from worker.tools.proc_stats import tree_peak_rss_mb
-from worker.tools.processes import stop_process
+from worker.tools.bench_monitor import send_labels, time_applied
 from worker.tools.synthetic import FEATURES
 
 WORKER = "worker, logistic"
@@ -43,7 +38,7 @@ def run(bench: Bench) -> dict[str, Any]:
     input_topic = bench.topic("bench-in")
     prefill(bench, input_topic, events)
     labels_topic = bench.topic("bench-labels")
-    _send_labels(bench, labels_topic, events)
+    send_labels(bench, labels_topic, events)
     worker_rates: list[float] = []
     runs: dict[int, list[dict[str, float]]] = {window: [] for window in WINDOWS}
     for _ in range(bench.options.rounds):
@@ -51,19 +46,6 @@ def run(bench: Bench) -> dict[str, Any]:
         for window in WINDOWS:
             runs[window].append(_run_retrainer(bench, input_topic, labels_topic, events, window))
     return summarise(worker_rates, runs)
-
-
-def _send_labels(bench: Bench, topic: str, count: int) -> None:
-    """A click (0 or 1) for each pre-filled event (ids b-0, b-1, ...)."""
-    clicks = np.random.default_rng(7).random(count) < 0.3
-    producer = build_producer(bench.settings.replace(linger_ms=20))
-    try:
-        for index, click in enumerate(clicks):
-            label = {"event_id": f"b-{index}", "label": int(click), "ts": time.time()}
-            producer.send(topic, orjson.dumps(label))
-        producer.flush()
-    finally:
-        producer.close()
 
 
 def _run_retrainer(
@@ -92,28 +74,7 @@ def _run_retrainer(
         quality_interval_s=1.0,
         metrics_port=0,
     )
-    first_at = last_at = 0.0
-    deadline = time.monotonic() + 600
-    try:
-        while True:
-            counts = store.stats()
-            seen = counts.get("features", 0) + counts.get("labels", 0)
-            now = time.monotonic()
-            if seen and not first_at:
-                first_at = now
-            if seen >= 2 * events:
-                last_at = now
-                break
-            if process.poll() is not None or now > deadline:
-                raise ServiceUnavailable(
-                    f"bench: the retrainer applied {seen} of {2 * events} records "
-                    f"(exit code {process.returncode}); see {bench.work_dir}"
-                )
-            time.sleep(0.05)
-        peak_rss = tree_peak_rss_mb(process.pid)
-    finally:
-        stop_process(process)
-    seconds = max(1e-3, last_at - first_at)
+    seconds, counts, peak_rss = time_applied(bench, process, store, 2 * events)
     fits = [
         float(change["training"]["fit_s"])
         for change in registry.changes(1000)

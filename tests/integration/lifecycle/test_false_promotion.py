@@ -14,21 +14,9 @@ from kafka import KafkaProducer
 from tests.integration.lifecycle.test_false_alarm import healthy, stream
 from worker.models.registry import Registry
 from worker.settings import Settings
+from worker.tools.demo_drift import LOOP  # the loop as the drift demo runs it
 
 pytestmark = [pytest.mark.integration, pytest.mark.soak, pytest.mark.usefixtures("labels_topic")]
-
-# as the drift demo runs the loop: a round every 30 s or 4,000 new rows
-LOOP = {
-    "quality_interval_s": 1.0,
-    "guard_min_labels": 300,
-    "guard_min_auc": 0.7,
-    "guard_promote_min_labels": 500,
-    "retrain_window_rows": 4000,
-    "retrain_min_rows": 2000,
-    "retrain_min_new_labels": 4000,
-    "retrain_interval_s": 30.0,
-    "retrain_canary_percent": 20.0,
-}
 
 
 def test_no_version_is_promoted_while_the_data_stays_the_same(
