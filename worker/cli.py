@@ -18,6 +18,7 @@ import structlog
 
 from worker.commands.model import (
     cmd_model_activate,
+    cmd_model_candidates,
     cmd_model_list,
     cmd_model_publish,
     cmd_model_rollback,
@@ -386,6 +387,14 @@ def _add_model_commands(
     listing = model.add_parser("list", parents=[common], help="list versions")
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(command=cmd_model_list)
+    candidates = model.add_parser(
+        "candidates",
+        parents=[common],
+        help="the retrainer's latest candidates: published or not, why, their figures",
+    )
+    candidates.add_argument("--json", action="store_true")
+    candidates.add_argument("--limit", type=int, default=20)
+    candidates.set_defaults(command=cmd_model_candidates)
 
 
 def _add_stack_commands(

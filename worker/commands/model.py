@@ -174,9 +174,33 @@ def cmd_model_list(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_model_candidates(args: argparse.Namespace, settings: Settings) -> int:
+    """The retrainer's latest candidates, newest first."""
+    from worker.lifecycle.candidate_log import CandidateLog
+
+    records = CandidateLog(connect_redis(settings), settings.registry_prefix).recent(args.limit)
+    if args.json:
+        print(orjson.dumps({"candidates": records}, option=orjson.OPT_INDENT_2).decode())
+        return 0
+    print(f"{'FITTED':<22}{'CANDIDATE':<24}{'OUTCOME':<11}{'HOLDOUT AUC':<18}WHY")
+    for record in records:
+        holdout = record.get("training", {}).get("holdout")
+        auc = (
+            f"{holdout['candidate']['auc']:.3f} vs {holdout['primary']['auc']:.3f}"
+            if holdout
+            else "-"
+        )
+        why = record.get("why", "") + (f": {record['detail']}" if record.get("detail") else "")
+        print(
+            f"{_iso(record['at']):<22}{record['candidate']:<24}{record['outcome']:<11}"
+            f"{auc:<18}{why or record.get('note', '')}"
+        )
+    return 0
+
+
 def version_fates(changes: list[dict[str, object]]) -> dict[str, str]:
     """What became of each version, from the change history (newest first): the last of
-    canary, activated, promoted, aborted, rolled back, or rejected (a retrainer's candidate)."""
+    canary, activated, promoted, aborted or rolled back."""
     fates: dict[str, str] = {}
     for change in reversed(changes):
         action = change.get("action")
@@ -187,8 +211,6 @@ def version_fates(changes: list[dict[str, object]]) -> dict[str, str]:
             version = canary.get("version") if isinstance(canary, dict) else None
         elif action == "rollback":
             version = change.get("rolled_back")
-        elif action == "candidate":
-            version = change.get("candidate")
         fate = _FATES.get(str(action))
         if isinstance(version, str) and fate:
             fates[version] = fate
@@ -201,7 +223,6 @@ _FATES = {
     "promote": "promoted",
     "abort": "aborted",
     "rollback": "rolled back",
-    "candidate": "rejected",
 }
 
 

@@ -8,7 +8,9 @@ labels needed); the AUC and log-loss guards judge classifiers once they have
 `guard_min_labels` labelled predictions in their role. With `guard_promote_min_labels` set, an
 automatic canary (one the retrainer put there; a person's canary is theirs to promote) that
 breaches nothing and whose AUC beats the primary's, the whole 95 % interval of the difference
-above zero, once it has that many labelled predictions, is promoted.
+above zero, once it has that many labelled predictions, is promoted; one still not proven
+better after five times as many is aborted, so that the retrainer (which waits while a canary
+runs) goes on.
 
 Each decision is taken once however many monitors run: a monitor first claims it in Redis
 (`SET NX` on a key naming the action, the version and when its role began), and the registry
@@ -44,6 +46,7 @@ Action = Literal["abort", "rollback", "alert", "promote"]
 ACTIONS: tuple[Action, ...] = ("abort", "rollback", "alert", "promote")
 AUTHOR = "scorer-monitor"
 RETRAINER = "scorer-retrain"  # the author of automatic canaries
+PROMOTE_PATIENCE = 5  # an automatic canary not better after 5 x guard_promote_min_labels goes
 _CLAIM_TTL_S = 7 * 24 * 3600
 _LEASE_S = 60
 # A primary is judged for rollback only when someone chose it (an operator's activate, a
@@ -146,6 +149,8 @@ def decide(report: Report, settings: Settings, now: float, has_previous: bool) -
         decisions.append(_decision("abort", canary, reasons))
     elif canary is not None and (proof := _proven(canary, settings)):
         decisions.append(_decision("promote", canary, [proof]))
+    elif canary is not None and (doubt := _unproven(canary, settings)):
+        decisions.append(_decision("abort", canary, [doubt]))
     primary = report.primary
     fresh = (
         primary is not None
@@ -179,6 +184,25 @@ def _proven(canary: Judged, settings: Settings) -> str:
         f"AUC {comparison.difference:+.4f} above the primary's on {compared.labelled} labelled "
         f"predictions (95 % interval of the difference {comparison.low:.4f}.."
         f"{comparison.high:.4f}, above 0; guard_promote_min_labels {needed})"
+    )
+
+
+def _unproven(canary: Judged, settings: Settings) -> str:
+    """Why an automatic canary that never proved better is taken out ("": it is not): it
+    would otherwise hold the route, and the retrainer waits while a canary runs."""
+    needed, compared = settings.guard_promote_min_labels, canary.compared
+    verdict = canary.comparison.verdict if canary.comparison else "inconclusive"
+    if (
+        not needed
+        or canary.author != RETRAINER
+        or compared is None
+        or compared.labelled < PROMOTE_PATIENCE * needed
+        or verdict == "better"
+    ):
+        return ""
+    return (
+        f"not proven better after {compared.labelled} labelled predictions "
+        f"({PROMOTE_PATIENCE} x guard_promote_min_labels {needed}): verdict {verdict}"
     )
 
 

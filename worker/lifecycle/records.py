@@ -28,7 +28,7 @@ class LabelReason:
     MISSING_EVENT_ID = "missing_event_id"  # also: an event_id that is neither text nor integer
     INVALID_LABEL = "invalid_label"  # absent, not a number, not finite
     INVALID_PREDICTION = "invalid_prediction"  # no model_version, arm or finite score
-    INVALID_FEATURES = "invalid_features"  # a feature event without a features object
+    INVALID_FEATURES = "invalid_features"  # a feature event without a numeric feature
     INVALID_TS = "invalid_ts"  # a feature event whose ts is not epoch seconds
 
     @classmethod
@@ -134,18 +134,22 @@ def sampled(event_id: str, percent: float) -> bool:
 
 
 def decode_features(record: SourceRecord, max_bytes: int) -> FeatureRow:
-    """A feature event, kept whole: which features a fit uses is the model's to say then. Its
-    values are checked when a fit builds its rows (a row lacking one is left out, counted)."""
+    """A feature event's numeric features, all of them: which a fit uses is the model's to say
+    then (a row lacking one is left out then, and counted). Anything else a pipeline sends
+    among its features (text, lists, nested objects) no fit can use, and is not kept."""
     message = _parse(record.value, max_bytes)
     features = message.get("features")
-    if not isinstance(features, dict) or not features:
+    if not isinstance(features, dict):
         raise EventRejected(LabelReason.INVALID_FEATURES, "event has no features object")
+    numbers = {k: v for k, v in features.items() if type(v) in (int, float)}
+    if not numbers:
+        raise EventRejected(LabelReason.INVALID_FEATURES, "event has no numeric feature")
     try:
         ts = event_ts_of(message)
     except EventRejected as exc:
         raise EventRejected(LabelReason.INVALID_TS, exc.detail) from None
     when = ts if ts is not None else record.timestamp_ms / 1000
-    return FeatureRow(_event_id(message), when, orjson.dumps(features).decode())
+    return FeatureRow(_event_id(message), when, orjson.dumps(numbers).decode())
 
 
 def decode_label(value: bytes | None, max_bytes: int) -> Label:

@@ -29,7 +29,7 @@ from typing import Any
 
 import redis
 import structlog
-from redis.exceptions import LockError
+from redis.exceptions import LockError, LockNotOwnedError
 
 from worker.errors import ArtifactRejected, RegistryError
 from worker.lifecycle.candidate import (
@@ -40,6 +40,7 @@ from worker.lifecycle.candidate import (
     judge_on_holdout,
     split_by_time,
 )
+from worker.lifecycle.candidate_log import CandidateLog
 from worker.lifecycle.guards import RETRAINER, breached_guards
 from worker.lifecycle.join import JoinStore
 from worker.lifecycle.metrics import RetrainMetrics
@@ -81,6 +82,7 @@ class Trainer:
         self._metrics = metrics
         self._announce = announce
         self._state_key = f"{store.prefix}:state"
+        self.log = CandidateLog(client, settings.registry_prefix)
         self._lock = client.lock(
             f"{store.prefix}:fitting", timeout=_LEASE_S, blocking=False, thread_local=False
         )
@@ -159,9 +161,11 @@ class Trainer:
             while not done.wait(_LEASE_S / 3):
                 try:
                     self._lock.reacquire()
-                except (LockError, redis.RedisError) as exc:
-                    log.warning("retrain.lease_lost", error=str(exc))
+                except LockNotOwnedError:  # expired: the round is another's; no publishing
+                    log.warning("retrain.lease_lost")
                     return
+                except redis.RedisError as exc:  # try again while the lease lasts
+                    log.warning("retrain.lease_renewal_failed", error=str(exc))
 
         renewer = threading.Thread(target=renew, name="retrain-lease", daemon=True)
         renewer.start()
@@ -236,6 +240,9 @@ class Trainer:
     ) -> None:
         import joblib
 
+        if not self._lock.owned():  # the lease ran out during the fit: the round is another's
+            self._reject(version, Rejection.PUBLISH_REFUSED, "the fitting lease ran out", training)
+            return
         settings = self._settings
         buffer = io.BytesIO()
         joblib.dump(candidate, buffer)
@@ -249,11 +256,15 @@ class Trainer:
                 features=entry.features,
                 note=note,
                 signing_key=settings.signing_key,
-                fmt=settings.retrain_format,
+                # the joblib bytes always: the next round clones the version once promoted
+                # (workers with allow_pickle false never load them)
+                fmt="joblib" if settings.retrain_format == "joblib" else "both",
+                runtime="onnx" if settings.retrain_format == "onnx" else None,
                 reference_rows=split.train_x,
                 training=training,
                 canary=CanaryRequest(
                     settings.retrain_canary_percent,
+                    entry.version,
                     RETRAINER,
                     f"retrained: {note}",
                     {"training": training},
@@ -263,6 +274,7 @@ class Trainer:
             self._reject(version, Rejection.PUBLISH_REFUSED, str(exc), training)
             return
         self._metrics.candidates.labels("published", "").inc()
+        self.log.add(version, "published", note=note, training=training)
         log.warning("retrain.published", version=version, note=note)
         try:
             self._announce(route_message("canary", self._registry.route()))
@@ -270,18 +282,10 @@ class Trainer:
             log.warning("retrain.announce_failed", version=version, error=str(exc))
 
     def _reject(self, version: str, why: str, detail: str, training: dict[str, Any]) -> None:
-        """Recorded in the change history and counted; the candidate goes."""
+        """Recorded in the candidate log and counted; the candidate goes."""
         self._metrics.candidates.labels("rejected", why).inc()
         log.info("retrain.rejected", candidate=version, why=why, detail=detail)
-        self._registry.record(
-            "candidate",
-            RETRAINER,
-            f"not published: {why}: {detail}",
-            candidate=version,
-            outcome="rejected",
-            why=why,
-            training=training,
-        )
+        self.log.add(version, "rejected", why=why, detail=detail, training=training)
 
 
 def _figures(method: str, fit_s: float, split: Split, holdout: Holdout) -> dict[str, Any]:

@@ -43,17 +43,19 @@ def publish_estimator(
     reference_rows: np.ndarray | None = None,
     training: dict[str, object] | None = None,
     canary: CanaryRequest | None = None,
+    runtime: Runtime | None = None,
 ) -> Published:
     """Store `estimator` (whose joblib bytes are `data`) as `format`; for onnx and both, the
     conversion is checked on the reference rows (else rows within the model's feature ranges)
-    and workers use whichever runtime scored faster (onnx: ONNX only)."""
+    and workers use whichever runtime scored faster (onnx: ONNX only), or `runtime` if given."""
     info = inspect_estimator(estimator, features)
     profile = reference_of(reference_rows, estimator, info) if reference_rows is not None else None
     compiled = None
-    runtime: Runtime = "joblib"
+    serve: Runtime = "joblib"
     if fmt != "joblib":
         compiled = compile_of(estimator, info, reference_rows, tolerance)
-        runtime = "onnx" if fmt == "onnx" else compiled.faster
+        serve = "onnx" if fmt == "onnx" else compiled.faster
+    serve = runtime or serve
     entry = registry.publish(
         data if fmt != "onnx" else None,
         version,
@@ -62,7 +64,7 @@ def publish_estimator(
         signing_key,
         reference=profile.to_json() if profile else None,
         compiled=compiled,
-        runtime=runtime,
+        runtime=serve,
         training=training,
         canary=canary,
     )

@@ -135,10 +135,13 @@ _META_FIELDS = [
 
 @dataclass(frozen=True)
 class CanaryRequest:
-    """A new version put on canary in the same transaction that publishes it, only while no
-    canary runs (the retrainer's: it never replaces a person's canary)."""
+    """A new version put on canary in the same transaction that publishes it (the
+    retrainer's), only while `expect_active` is the active version (the one it was judged
+    against) and the route holds no canary and is readable: it never replaces a person's
+    canary, nor a hand edit."""
 
     percent: float
+    expect_active: str
     by: str
     reason: str
     details: dict[str, object]
@@ -234,9 +237,9 @@ class Registry:
         def store(pipe: redis.client.Pipeline) -> None:
             if pipe.exists(key):
                 raise RegistryError(f"version {version} already exists; publish a new version name")
-            route = self._route_in(pipe)
-            if canary is not None and route.canary is not None:
-                raise RegistryError(f"{route.canary.version} is the canary; {version} not stored")
+            route = Route()
+            if canary is not None:
+                route = self._canary_free_route(pipe, canary, version)
             pipe.multi()
             pipe.hset(key, mapping=fields)
             pipe.zadd(self._versions_key, {version: entry.created_at})
@@ -252,8 +255,23 @@ class Registry:
                     **canary.details,
                 )
 
-        self._redis.transaction(store, key, self.route_key)
+        self._redis.transaction(store, key, self.route_key, self.active_key)
         return entry
+
+    def _canary_free_route(
+        self, pipe: redis.client.Pipeline, canary: CanaryRequest, version: str
+    ) -> Route:
+        """The route a new canary joins, read inside the WATCH; RegistryError unless the
+        request's conditions hold."""
+        active = _text_or_none(pipe.get(self.active_key))
+        if active != canary.expect_active:
+            raise RegistryError(
+                f"{canary.expect_active} is no longer the active version; {version} not stored"
+            )
+        route = parse_route(pipe.get(self.route_key))  # unreadable: RegistryError
+        if route.canary is not None:
+            raise RegistryError(f"{route.canary.version} is the canary; {version} not stored")
+        return route
 
     def entry(self, version: str) -> RegistryEntry:
         values = self._redis.hmget(self._version_key(version), _META_FIELDS)
@@ -450,12 +468,6 @@ class Registry:
             return route
 
         return self._watching(change)
-
-    def record(self, action: str, by: str, reason: str, **details: object) -> None:
-        """A change record with nothing changed: what an automatic process decided not to do."""
-        pipe = self._redis.pipeline(transaction=True)
-        self._record(pipe, action, by, reason, **details)
-        pipe.execute()
 
     def changes(self, limit: int = 20) -> list[dict[str, Any]]:
         """The newest change records first."""

@@ -23,6 +23,7 @@ from typing import Any
 import joblib
 
 from worker.infra.clients import connect_redis
+from worker.lifecycle.candidate_log import CandidateLog
 from worker.lifecycle.records import sampled
 from worker.lifecycle.training_rows import TrainingStore
 from worker.models.artifacts import inspect_estimator
@@ -93,9 +94,9 @@ def _run_retrainer(
     kept = sum(sampled(f"b-{i}", percent) for i in range(events))
     seconds, _, peak_rss = time_applied(bench, process, store, 2 * kept)
     fits = [
-        float(change["training"]["fit_s"])
-        for change in registry.changes(1000)
-        if change["action"] in ("candidate", "canary") and "fit_s" in change.get("training", {})
+        float(record["training"]["fit_s"])
+        for record in CandidateLog(client, prefix).recent(1000)
+        if "fit_s" in record.get("training", {})
     ]
     return {
         "events_per_s": events / seconds,

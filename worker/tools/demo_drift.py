@@ -30,6 +30,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
 from worker.infra.clients import client_options, connect_redis
+from worker.lifecycle.candidate_log import CandidateLog
 from worker.models.registry import Registry
 from worker.settings import Settings, env_name
 from worker.tools.demo import say, scorer
@@ -92,9 +93,11 @@ def run_drift_demo(
         ]  # fmt: skip
         say("$ scorer run & scorer monitor & scorer retrain &   # logs in " + str(state_dir))
         stream.start()
-        registry = Registry.for_settings(connect_redis(settings), settings)
+        client = connect_redis(settings)
+        registry = Registry.for_settings(client, settings)
         promoted_at = _loop(registry, stream, change_after_s)
-        return _report(registry, stream, reader, promoted_at, out_dir)
+        log = CandidateLog(client, settings.registry_prefix)
+        return _report(Run(registry, log, stream, reader, promoted_at), out_dir)
     finally:
         for process in processes:
             stop_process(process)
@@ -220,13 +223,19 @@ def _live_auc(
     return float(roc_auc_score(labels, scores)), len(pairs)
 
 
-def _report(
-    registry: Registry,
-    stream: Stream,
-    reader: PredictionReader,
-    promoted_at: float,
-    out_dir: Path,
-) -> int:
+@dataclass(frozen=True)
+class Run:
+    """What the report reads."""
+
+    registry: Registry
+    log: CandidateLog
+    stream: Stream
+    reader: PredictionReader
+    promoted_at: float
+
+
+def _report(run: Run, out_dir: Path) -> int:
+    registry, stream, reader, promoted_at = run.registry, run.stream, run.reader, run.promoted_at
     time.sleep(2 * stream.delay_s + 1)  # the last clicks in, the last predictions read
     scored, clicks = list(reader.scored), dict(stream.clicks)
     changed_at = stream.drifted_at
@@ -239,7 +248,7 @@ def _report(
     print(f"truth changed at       {changed_at:.1f} s (f0's and f19's weights change sign)")
     print(f"{primary} promoted at    {promoted_at:.1f} s: {took:.1f} s after the change")
     _print_counts(scored)
-    _print_candidates(registry, stream.start_wall)
+    _print_candidates(run.log, stream.start_wall)
     series = auc_by_bucket(scored, clicks, BUCKET_S)
     print(f"\nAUC per {BUCKET_S:g}-second bucket of events (version/arm: from s:AUC)")
     for (version, arm), points in series.items():
@@ -270,20 +279,23 @@ def _print_counts(scored: list[Scored]) -> None:
         print(f"  {version:<24}{arm:<9}{n:>8}")
 
 
-def _print_candidates(registry: Registry, start_wall: float) -> None:
+def _print_candidates(log: CandidateLog, start_wall: float) -> None:
     """Every candidate the retrainer fitted, oldest first, and what became of it."""
     print("\ncandidates the retrainer fitted (s since the stream began)")
-    for change in reversed(registry.changes(1000)):
-        if change["by"] != "scorer-retrain":
-            continue
-        name = change.get("version") or change.get("candidate")
-        holdout = change.get("training", {}).get("holdout", {})
+    for record in reversed(log.recent(1000)):
+        holdout = record.get("training", {}).get("holdout", {})
         figures = ""
         if holdout:
             ours, theirs = holdout["candidate"]["auc"], holdout["primary"]["auc"]
             figures = f"holdout AUC {ours:.3f} vs primary {theirs:.3f}"
-        outcome = "published as canary" if change["action"] == "canary" else change["reason"]
-        print(f"  {change['at'] - start_wall:7.1f}  {name}  {figures}  {outcome[:90]}")
+        outcome = (
+            "published as canary"
+            if record["outcome"] == "published"
+            else f"not published: {record['why']}: {record['detail']}"
+        )
+        print(
+            f"  {record['at'] - start_wall:7.1f}  {record['candidate']}  {figures}  {outcome[:90]}"
+        )
 
 
 def draw_chart(

@@ -12,6 +12,8 @@ import pytest
 from kafka import KafkaProducer
 
 from tests.integration.lifecycle.test_false_alarm import healthy, stream
+from worker.infra.clients import connect_redis
+from worker.lifecycle.candidate_log import CandidateLog
 from worker.models.registry import Registry
 from worker.settings import Settings
 from worker.tools.demo_drift import LOOP  # the loop as the drift demo runs it
@@ -36,9 +38,9 @@ def test_no_version_is_promoted_while_the_data_stays_the_same(
     seconds = float(os.environ.get("SOAK_SECONDS", "600"))
     sent = stream(producer, settings, seconds)
     changes = registry.changes(1000)
-    fitted = [c for c in changes if c["by"] == "scorer-retrain"]
-    published = [c["version"] for c in fitted if c["action"] == "canary"]
-    rejected = Counter(c["why"] for c in fitted if c["action"] == "candidate")
+    fitted = CandidateLog(connect_redis(settings), settings.registry_prefix).recent(1000)
+    published = [c["candidate"] for c in fitted if c["outcome"] == "published"]
+    rejected = Counter(c["why"] for c in fitted if c["outcome"] == "rejected")
     promoted = [c for c in changes if c["action"] == "promote"]
     aborted = [c for c in changes if c["action"] == "abort"]
     print(

@@ -17,11 +17,14 @@ from sklearn.ensemble import GradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 
 from tests.conftest import wait_until
+from worker.errors import RegistryError
 from worker.infra.clients import connect_redis
+from worker.lifecycle.candidate_log import CandidateLog
 from worker.lifecycle.training_rows import TrainingStore
-from worker.models.registry import Registry
+from worker.models.artifacts import inspect_estimator
+from worker.models.registry import CanaryRequest, Registry
 from worker.settings import Settings
-from worker.tools.synthetic import click_labels, event_bytes, feature_rows
+from worker.tools.synthetic import FEATURES, click_labels, event_bytes, feature_rows
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("labels_topic")]
 
@@ -64,10 +67,9 @@ def auto_versions(registry: Registry) -> list[str]:
     return [e.version for e in registry.versions() if e.version.startswith("auto-")]
 
 
-def candidates(registry: Registry, outcome: str) -> list[dict[str, Any]]:
-    return [
-        c for c in registry.changes(200) if c["action"] == "candidate" and c["outcome"] == outcome
-    ]
+def candidates(settings: Settings, outcome: str) -> list[dict[str, Any]]:
+    log = CandidateLog(connect_redis(settings), settings.registry_prefix)
+    return [c for c in log.recent(1000) if c["outcome"] == outcome]
 
 
 def test_a_better_candidate_is_published_as_a_canary_with_its_note_and_figures(
@@ -83,7 +85,7 @@ def test_a_better_candidate_is_published_as_a_canary_with_its_note_and_figures(
     it through the registry as an automatic canary, recorded with its window and figures.
     Malformed events and labels on the way are counted and logged; the retrainer goes on.
     With each Kafka client."""
-    settings = client_settings.replace(**RETRAIN)
+    settings = client_settings.replace(**RETRAIN, retrain_min_rows=2500)  # the round: all rows
     publish(broken_model(), "v1")
     producer.send(settings.input_topic, b"not json")
     producer.send(settings.input_topic, orjson.dumps({"event_id": "x", "features": 3}))
@@ -123,6 +125,7 @@ def test_a_better_candidate_is_published_as_a_canary_with_its_note_and_figures(
     assert metrics.malformed.labels("invalid_label")._value.get() == 1
     health = running.retrainer.health
     assert health is not None
+    wait_until(lambda: metrics.window_rows._value.get() == 2500, what="a check after the round")
     with urllib.request.urlopen(f"http://127.0.0.1:{health.port}/metrics") as response:
         text = response.read().decode()
     assert 'scorer_retrain_candidates_total{outcome="published",reason=""} 1.0' in text
@@ -135,6 +138,10 @@ def test_a_better_candidate_is_published_as_a_canary_with_its_note_and_figures(
     (row,) = [r for r in listed["versions"] if r["version"] == canary.version]
     assert (row["role"], row["fate"], row["training"]["based_on"]) == ("canary", "canary", "v1")
     assert canary.version in scorer_main(settings, "model", "list").stdout
+    logged = orjson.loads(scorer_main(settings, "model", "candidates", "--json").stdout)
+    assert [(c["candidate"], c["outcome"]) for c in logged["candidates"]] == [
+        (canary.version, "published")
+    ]
 
 
 def test_a_candidate_no_better_than_the_primary_is_recorded_and_not_published(
@@ -154,9 +161,8 @@ def test_a_candidate_no_better_than_the_primary_is_recorded_and_not_published(
 
     wait_until(lambda: running.rounds() >= 2, timeout=60, what="two rounds")
     assert auto_versions(registry) == [] and registry.route().empty
-    rejected = candidates(registry, "rejected")
+    rejected = candidates(settings, "rejected")
     assert rejected and {c["why"] for c in rejected} <= {"not_better", "worse_logloss"}
-    assert rejected[0]["by"] == "scorer-retrain"
     assert rejected[0]["training"]["holdout"]["comparison"]["verdict"] != "better"
     counted = running.retrainer.metrics.candidates
     total = sum(
@@ -197,8 +203,9 @@ def test_two_retrainers_publish_one_canary(
     retrainer_factory: Any,
 ) -> None:
     """Both share the join and see the same round due; one fits it and publishes, the other
-    finds the round taken (and then a canary running)."""
-    settings = settings.replace(**RETRAIN)
+    finds the round taken (and then a canary running). Published for pickle-free workers
+    (retrain_format onnx), it keeps its joblib bytes too: the next round clones it."""
+    settings = settings.replace(**RETRAIN, retrain_format="onnx")
     publish(broken_model(), "v1")
     send_labelled(producer, settings, 2500, seed=24)
     first, second = retrainer_factory(settings), retrainer_factory(settings)
@@ -208,6 +215,14 @@ def test_two_retrainers_publish_one_canary(
         wait_until(running.checked_again(), what="two more checks")
     assert len(auto_versions(registry)) == 1
     assert first.rounds() + second.rounds() == 1
+    (version,) = auto_versions(registry)
+    entry = registry.entry(version)
+    assert (entry.format, entry.runtime, entry.runtime_for(allow_pickle=False)) == (
+        "both",
+        "onnx",
+        "onnx",
+    )
+    assert registry.artifact(version, "joblib")
     published = [c for c in registry.changes(100) if c["action"] == "canary"]
     assert len(published) == 1
 
@@ -241,10 +256,33 @@ def test_a_retrainer_killed_mid_fit_loses_no_row_and_publishes_nothing(
     store = TrainingStore.for_settings(connect_redis(settings), settings)
     assert store.size() == 2500 and store.stats()["joined"] == 2500
     assert auto_versions(registry) == [] and registry.route().empty
-    assert candidates(registry, "rejected") == []
+    assert candidates(settings, "rejected") == []
 
     send_labelled(producer, settings, 500, seed=26, prefix="after")
     running = retrainer_factory(settings)
     wait_until(lambda: store.size() == 3000, timeout=60, what="new events joined")
     wait_until(lambda: running.rounds() >= 1, timeout=120, what="the round carried out")
-    assert len(auto_versions(registry)) + len(candidates(registry, "rejected")) >= 1
+    assert len(auto_versions(registry)) + len(candidates(settings, "rejected")) >= 1
+
+
+@pytest.mark.parametrize("obstacle", ["active changed", "canary set", "route unreadable"])
+def test_a_candidate_is_stored_with_its_canary_or_not_at_all(
+    obstacle: str, settings: Settings, publish: Any, logistic: Any, registry: Registry
+) -> None:
+    """Published and put on canary in one transaction, only while the version it was judged
+    against is active and the route is readable and holds no canary."""
+    publish(logistic, "v1")
+    publish(logistic, "v2", activate=False)
+    client = connect_redis(settings)
+    if obstacle == "active changed":
+        registry.activate("v2")
+    elif obstacle == "canary set":
+        registry.set_canary("v2", 5, by="alice")
+    else:
+        client.set(registry.route_key, b"{not json")
+    route_before = client.get(registry.route_key)
+    request = CanaryRequest(10.0, "v1", "scorer-retrain", "test", {})
+    with pytest.raises(RegistryError):
+        registry.publish(b"bytes", "auto-1", inspect_estimator(logistic, FEATURES), canary=request)
+    assert "auto-1" not in {e.version for e in registry.versions()}
+    assert client.get(registry.route_key) == route_before

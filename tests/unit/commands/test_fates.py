@@ -8,7 +8,6 @@ from worker.commands.model import version_fates
 def test_each_version_ends_with_its_last_change() -> None:
     oldest_first: list[dict[str, object]] = [
         {"action": "activate", "version": "v1"},
-        {"action": "candidate", "candidate": "auto-1", "outcome": "rejected"},
         {"action": "canary", "version": "auto-2"},
         {"action": "abort", "aborted": {"canary": {"version": "auto-2", "percent": 10}}},
         {"action": "canary", "version": "auto-3"},
@@ -21,7 +20,6 @@ def test_each_version_ends_with_its_last_change() -> None:
     ]
     assert version_fates(list(reversed(oldest_first))) == {
         "v1": "activated",
-        "auto-1": "rejected",
         "auto-2": "aborted",
         "auto-3": "promoted",
         "v4": "canary",

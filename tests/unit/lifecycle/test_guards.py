@@ -253,3 +253,16 @@ def test_a_better_canary_that_breaches_a_guard_is_aborted_not_promoted() -> None
     settings = PROMOTING.replace(guard_min_auc=0.95)
     (decision,) = decide(_report(_auto_canary(), _primary()), settings, NOW, True)
     assert decision.action == "abort"
+
+
+def test_an_automatic_canary_never_proven_better_is_aborted_after_five_times_the_labels() -> None:
+    unsure = Comparison(0.01, -0.01, 0.03, "inconclusive")
+    assert decide(_report(_auto_canary(unsure, 1499), _primary()), PROMOTING, NOW, True) == []
+    (decision,) = decide(_report(_auto_canary(unsure, 1500), _primary()), PROMOTING, NOW, True)
+    assert (decision.action, decision.version) == ("abort", "auto-1")
+    assert decision.reason == (
+        "guard: not proven better after 1500 labelled predictions "
+        "(5 x guard_promote_min_labels 300): verdict inconclusive"
+    )
+    persons = _auto_canary(unsure, 5000, author="alice@host")
+    assert decide(_report(persons, _primary()), PROMOTING, NOW, True) == []

@@ -178,6 +178,7 @@ def test_every_reason_code_is_listed() -> None:
         (b'{"event_id": "e-1", "ts": 5}', "invalid_features"),
         (b'{"event_id": "e-1", "features": {}}', "invalid_features"),
         (b'{"event_id": "e-1", "features": [1, 2]}', "invalid_features"),
+        (b'{"event_id": "e-1", "features": {"f0": "x", "f1": true}}', "invalid_features"),
         (b'{"event_id": "e-1", "ts": "noon", "features": {"f0": 1}}', "invalid_ts"),
         (b'{"ts": 5, "features": {"f0": 1}}', "missing_event_id"),
         (b"\xff", "invalid_json"),
@@ -193,10 +194,19 @@ def test_a_feature_event_that_cannot_train_is_rejected_with_its_reason(
     assert [(r.offset, r.reason) for r in batch.rejects] == [(9, reason)]
 
 
-def test_a_feature_event_keeps_its_features_whole_and_its_time() -> None:
+def test_a_deeply_nested_feature_is_dropped_not_fatal() -> None:
+    """orjson reads nesting it cannot write back (over 254 levels): such a value is no
+    feature a fit can use, and the event keeps its numeric ones."""
+    deep = b"[" * 300 + b"]" * 300
+    value = b'{"event_id": "e-1", "ts": 3, "features": {"f0": 1.5, "f1": ' + deep + b"}}"
+    batch = decode_training([SourceRecord("features", 0, 1, value)], "labels", MAX_BYTES)
+    assert batch.halves == [FeatureRow("e-1", 3.0, '{"f0":1.5}')] and batch.rejects == []
+
+
+def test_a_feature_event_keeps_its_numeric_features_and_its_time() -> None:
     records = [
         SourceRecord(
-            "features", 0, 1, b'{"event_id": 7, "ts": 12.5, "features": {"b": 1, "a": 0}}'
+            "features", 0, 1, b'{"event_id": 7, "ts": 12.5, "features": {"b": 1, "a": 0, "c": "x"}}'
         ),
         SourceRecord("features", 0, 2, b'{"event_id": "e", "features": {"a": 2}}', 4_000),
         SourceRecord("labels", 0, 3, b'{"event_id": "e", "label": 1}'),
