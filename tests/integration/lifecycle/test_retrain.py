@@ -85,7 +85,7 @@ def test_a_better_candidate_is_published_as_a_canary_with_its_note_and_figures(
     it through the registry as an automatic canary, recorded with its window and figures.
     Malformed events and labels on the way are counted and logged; the retrainer goes on.
     With each Kafka client."""
-    settings = client_settings.replace(**RETRAIN, retrain_min_rows=2500)  # the round: all rows
+    settings = client_settings.replace(**(RETRAIN | {"retrain_min_rows": 2500}))  # all rows
     publish(broken_model(), "v1")
     producer.send(settings.input_topic, b"not json")
     producer.send(settings.input_topic, orjson.dumps({"event_id": "x", "features": 3}))
