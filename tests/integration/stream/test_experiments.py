@@ -4,6 +4,7 @@ output kept apart, promote and abort mid-stream, and a route that cannot load.""
 
 from __future__ import annotations
 
+import time
 import zlib
 from collections import Counter, defaultdict
 from typing import Any
@@ -137,9 +138,13 @@ def test_promote_and_abort_mid_stream_lose_no_event(
         done = run_scorer(settings, "model", *command)
         assert done.returncode == 0, done.stderr
         wait_until(lambda e=expected: e in seen(reader), what=f"{expected} in the output")  # type: ignore[misc]
+    aborting_at = time.time()
     done = run_scorer(settings, "model", "abort", "--reason", "v3 loses")
     assert done.returncode == 0, done.stderr
-    beat = wait_for_heartbeat(redis_client, settings, lambda h: h["route"] == {})
+    # a heartbeat written after the abort: one from before the v3 canary also shows no route
+    beat = wait_for_heartbeat(
+        redis_client, settings, lambda h: h["route"] == {} and h["updated_at"] > aborting_at
+    )
     sender.join()
     wait_until(lambda: reader.scored_ids() == set(ids), timeout=60, what="every event scored")
     assert len(reader.predictions) == len(ids)  # no switch scores anything twice
