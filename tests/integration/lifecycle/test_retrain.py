@@ -1,7 +1,9 @@
 """`scorer retrain` on the real broker and Redis: feature events joined to their labels, a
 better candidate published as a canary with its note and figures, a candidate no better than
 the primary recorded and dropped, a person's canary left alone, two retrainers that publish
-once, and a retrainer SIGKILLed mid-fit that loses no row and publishes nothing half-done."""
+once, a retrainer SIGKILLed mid-fit that loses no row and publishes nothing half-done, a round
+whose lease ran out that publishes nothing, a Redis outage that loses no join, and the refusal
+to run without pickle."""
 
 from __future__ import annotations
 
@@ -16,10 +18,14 @@ from kafka import KafkaProducer
 from sklearn.ensemble import GradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 
-from tests.conftest import wait_until
+from tests.conftest import RedisServer, wait_until
 from worker.errors import RegistryError
 from worker.infra.clients import connect_redis
+from worker.lifecycle.candidate import fit_candidate
 from worker.lifecycle.candidate_log import CandidateLog
+from worker.lifecycle.metrics import RetrainMetrics
+from worker.lifecycle.records import FeatureRow, Label
+from worker.lifecycle.retraining import Trainer
 from worker.lifecycle.training_rows import TrainingStore
 from worker.models.artifacts import inspect_estimator
 from worker.models.registry import CanaryRequest, Registry
@@ -286,3 +292,83 @@ def test_a_candidate_is_stored_with_its_canary_or_not_at_all(
         registry.publish(b"bytes", "auto-1", inspect_estimator(logistic, FEATURES), canary=request)
     assert "auto-1" not in {e.version for e in registry.versions()}
     assert client.get(registry.route_key) == route_before
+
+
+def test_a_round_whose_lease_ran_out_during_the_fit_publishes_nothing(
+    settings: Settings,
+    publish: Any,
+    registry: Registry,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The fit outlasted the lease and another retrainer took the lock: the candidate is
+    recorded as refused, nothing is stored, and the other's lock is left as it is."""
+    settings = settings.replace(**RETRAIN)
+    publish(broken_model(), "v1")
+    client = connect_redis(settings)
+    store = TrainingStore.for_settings(client, settings)
+    rows = feature_rows(1500, seed=27)
+    features = [
+        FeatureRow(
+            f"l-{i}",
+            1_800_000_000.0 + i,
+            orjson.dumps(dict(zip(FEATURES, row.tolist(), strict=True))).decode(),
+        )
+        for i, row in enumerate(rows)
+    ]
+    clicks = click_labels(rows, seed=27).tolist()
+    store.add(features, [Label(f"l-{i}", float(c)) for i, c in enumerate(clicks)], 1.0)
+    lock_key = f"{store.prefix}:fitting"
+
+    def fit_while_the_lease_runs_out(*args: Any) -> Any:
+        client.set(lock_key, b"another-retrainer")  # as if ours expired and another took it
+        return fit_candidate(*args)
+
+    monkeypatch.setattr("worker.lifecycle.retraining.fit_candidate", fit_while_the_lease_runs_out)
+    metrics = RetrainMetrics()
+    trainer = Trainer(
+        client, store, registry, settings, metrics=metrics, announce=lambda message: None
+    )
+    trainer.check()
+
+    assert trainer.rounds == 1
+    assert auto_versions(registry) == [] and registry.route().empty
+    (refused,) = candidates(settings, "rejected")
+    assert (refused["why"], refused["detail"]) == ("publish_refused", "the fitting lease ran out")
+    assert metrics.candidates.labels("rejected", "publish_refused")._value.get() == 1
+    assert client.get(lock_key) == b"another-retrainer"
+
+
+def test_a_redis_outage_loses_no_join_and_the_retrainer_goes_on(
+    settings: Settings,
+    producer: KafkaProducer,
+    retrainer_factory: Any,
+    redis_server: RedisServer,
+) -> None:
+    """Batches Redis refused are read again once it is back, and joined once; the checks beside
+    the loop fail while it is away (counted, not ready) and go on after."""
+    settings = settings.replace(quality_interval_s=0.5)
+    running = retrainer_factory(settings)
+    retrainer = running.retrainer
+    wait_until(lambda: retrainer.readiness().ready, what="the retrainer in its group")
+    redis_server.stop()
+    try:
+        send_labelled(producer, settings, 400, seed=28)
+        wait_until(lambda: retrainer.redis_error is not None, what="the outage noticed")
+        readiness = retrainer.readiness()
+        assert not readiness.ready and "Redis unavailable" in readiness.reason
+        assert retrainer.metrics.redis_errors._value.get() >= 1
+    finally:
+        redis_server.start()
+    store = TrainingStore.for_settings(connect_redis(settings), settings)
+    wait_until(lambda: store.size() == 400, what="every row joined")
+    assert store.stats()["joined"] == 400 and store.stats()["features"] == 400
+    wait_until(lambda: retrainer.readiness().ready, what="ready again")
+    wait_until(running.checked_again(), what="checks beside the loop again")
+
+
+def test_the_retrainer_refuses_to_run_without_pickle(settings: Settings, scorer_main: Any) -> None:
+    """It clones the active estimator from its joblib bytes: with allow_pickle false it says
+    so and exits before it joins anything."""
+    done = scorer_main(settings.replace(allow_pickle=False), "retrain")
+    assert done.returncode != 0
+    assert "allow_pickle = true" in done.stderr
