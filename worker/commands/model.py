@@ -54,8 +54,9 @@ def cmd_model_publish(args: argparse.Namespace, settings: Settings) -> int:
     rows = None
     if args.reference:
         rows = reference_rows(args.reference, inspect_estimator(estimator, features))
+    registry = registry_of(settings)
     published = publish_estimator(
-        registry_of(settings),
+        registry,
         data,
         estimator,
         args.version,
@@ -80,7 +81,7 @@ def cmd_model_publish(args: argparse.Namespace, settings: Settings) -> int:
     if profile is not None:
         print(f"reference profile from {profile.rows} rows of {args.reference}")
     if args.activate:
-        return cmd_model_activate(args, settings)
+        return activate_in(registry, args, settings)
     return 0
 
 
@@ -92,7 +93,12 @@ def reference_rows(path: Path, info: EstimatorInfo) -> np.ndarray:
 
 
 def cmd_model_activate(args: argparse.Namespace, settings: Settings) -> int:
-    registry = registry_of(settings)
+    return activate_in(registry_of(settings), args, settings)
+
+
+def activate_in(registry: Registry, args: argparse.Namespace, settings: Settings) -> int:
+    """Activate `args.version` through a registry the command already holds (publish
+    --activate: one Redis connection for both)."""
     refuse_unloadable(registry, settings, args.version)
     return announce_active(settings, registry.activate(args.version, author(args), args.reason))
 

@@ -82,10 +82,11 @@ def test_rollback_after_a_hand_set_key_returns_to_the_last_registry_activation(
 
 
 def test_cli_publish_list_activate_rollback(
-    settings: Settings, logistic: Any, tmp_path: Path
+    settings: Settings, logistic: Any, tmp_path: Path, redis_client: Any
 ) -> None:
     path = tmp_path / "m.joblib"
     joblib.dump(logistic, path)
+    connections = redis_client.info("stats")["total_connections_received"]
     published = run_scorer(
         settings,
         "model",
@@ -101,6 +102,8 @@ def test_cli_publish_list_activate_rollback(
     )
     assert published.returncode == 0, published.stderr
     assert "active version is now v1" in published.stdout
+    # publish, check and switch through one connection
+    assert redis_client.info("stats")["total_connections_received"] == connections + 1
     assert (
         run_scorer(
             settings, "model", "publish", str(path), "--version", "v2", "--features", FEATURE_LIST
