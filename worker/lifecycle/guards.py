@@ -232,6 +232,9 @@ class GuardKeeper:
         self._allow_pickle = settings.allow_pickle
         self._announce = announce
         self._taken = taken
+        # whether a pickle-free worker loads a version: a stored version never changes, so
+        # each is read once, not at every evaluation
+        self._loadable_without_pickle: dict[str, bool] = {}
 
     @property
     def blocked_key(self) -> str:
@@ -256,10 +259,17 @@ class GuardKeeper:
         return blocked | {v for v in set(self._registry.history()) if not self._loadable(v)}
 
     def _loadable(self, version: str) -> bool:
+        known = self._loadable_without_pickle.get(version)
+        if known is not None:
+            return known
         try:
             self._registry.entry(version).runtime_for(allow_pickle=False)
-        except (RegistryError, ArtifactRejected):
+        except RegistryError:  # not (or no longer) stored: asked again next time
             return False
+        except ArtifactRejected:
+            self._loadable_without_pickle[version] = False
+            return False
+        self._loadable_without_pickle[version] = True
         return True
 
     def carry_out(self, decision: Decision) -> bool:

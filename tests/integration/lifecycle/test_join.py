@@ -366,6 +366,10 @@ def test_a_pickle_free_guard_rollback_passes_over_versions_its_workers_would_ref
     monitor = Keeper(redis_client, registry, settings.replace(allow_pickle=False))
 
     assert monitor.keeper.avoided() == {"v2"}
+    read_again: list[str] = []
+    with pytest.MonkeyPatch.context() as patch:  # a stored version never changes: read once
+        patch.setattr(registry, "entry", read_again.append)
+        assert monitor.keeper.avoided() == {"v2"} and read_again == []
     assert monitor.keeper.carry_out(_decision("rollback", "v3"))
     assert registry.active_version() == "v1"
     assert not monitor.keeper.has_previous()  # v2 refused, v3 blocked: an alert next time
