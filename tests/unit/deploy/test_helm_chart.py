@@ -140,6 +140,8 @@ def test_kubeconform_rejects_what_the_api_would(schema_dir: Path, tmp_path: Path
         (("worker.settings.delivery_timeout_s=40",), "must exceed 2 x delivery_timeout_s"),
         (("autoscaling.mode=vpa",), "autoscaling.mode must be none, keda or hpa"),
         (("secretFiles.kafka_sasl_username.secretName=s",), "not a secret or file setting"),
+        (("settings.allow_pickle=false",), "the retrainer clones the active estimator"),
+        (("retrainer.settings.allow_pickle=false",), "so it needs allow_pickle true"),
     ],
 )
 def test_the_chart_refuses_values_that_cannot_work(sets: tuple[str, ...], reason: str) -> None:

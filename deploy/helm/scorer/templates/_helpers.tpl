@@ -100,6 +100,9 @@ string, number or boolean is the same TOML value). */}}
 {{- if and (ne .Values.autoscaling.mode "none") (gt (int .Values.autoscaling.maxReplicas) $partitions) -}}
 {{- fail (printf "autoscaling.maxReplicas (%d) exceeds inputTopicPartitions (%d)" (int .Values.autoscaling.maxReplicas) $partitions) -}}
 {{- end -}}
+{{- if and .Values.retrainer.enabled (eq (include "scorer.setting" (dict "root" $ "component" "retrainer" "name" "allow_pickle" "default" true)) "false") -}}
+{{- fail "the retrainer clones the active estimator from its joblib bytes, so it needs allow_pickle true: set retrainer.settings.allow_pickle=true (retrain_format onnx still serves pickle-free workers) or retrainer.enabled=false" -}}
+{{- end -}}
 {{- range $component := list "worker" "monitor" "retrainer" -}}
 {{- $drain := include "scorer.setting" (dict "root" $ "component" $component "name" "delivery_timeout_s" "default" 30) | float64 -}}
 {{- if le (float64 $.Values.terminationGracePeriodSeconds) (mulf 2 $drain) -}}
