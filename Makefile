@@ -31,7 +31,7 @@ tools:
 # The chart and compose checks' tools (tests/unit/deploy), versions pinned in deploy/tools.env:
 # helm and kubeconform built from the Go module proxy, and the KEDA and Prometheus Operator
 # CRDs and the Compose schema copied out of their Go modules, all into ~/.cache/scorer/deploy
-# (outside the repo; about 4 min of building the first time, nothing after). Without Go this
+# (outside the repo; about 2 min of building the first time, nothing after). Without Go this
 # says so in one line, and under `make test` the chart tests then fail naming this step.
 include deploy/tools.env
 DEPLOY_TOOLS ?= $(HOME)/.cache/scorer/deploy
