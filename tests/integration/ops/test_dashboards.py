@@ -1,6 +1,6 @@
 """The shipped dashboard and alert rules against a real Prometheus (Debian's package) scraping
-a real worker and a real monitor: every panel's expression parses and returns data, every rule
-loads and evaluates."""
+a real worker, a real monitor and a real retrainer: every panel's expression parses and returns
+data, every rule loads and evaluates."""
 
 from __future__ import annotations
 
@@ -109,13 +109,15 @@ def test_every_panel_returns_data_and_every_rule_evaluates(
     reader: TopicReader,
     worker_factory: Any,
     monitor_factory: Any,
+    retrainer_factory: Any,
     prometheus_for: Any,
     tmp_path: Path,
 ) -> None:
-    """A worker scoring v1 (published with a reference profile, so drift is measured) and a
-    monitor joining the clicks: every panel, the quality row too, has data."""
+    """A worker scoring v1 (published with a reference profile, so drift is measured), a
+    monitor joining the clicks, and a retrainer fitting candidates on them: every panel, the
+    quality and retraining rows too, has data."""
     started = time.monotonic()
-    settings = settings.replace(quality_interval_s=0.5)
+    settings = settings.replace(quality_interval_s=0.5, retrain_min_rows=200, retrain_interval_s=1)
     rows = feature_rows(300, seed=3)
     reference = build_profile(rows, FEATURES, logistic.predict_proba(rows)[:, 1])
     info = inspect_estimator(logistic, FEATURES)
@@ -124,15 +126,19 @@ def test_every_panel_returns_data_and_every_rule_evaluates(
     registry.publish(data, "v1", info, reference=reference.to_json())
     registry.activate("v1")
     worker, monitor = worker_factory(settings), monitor_factory(settings).monitor
-    wait_until(lambda: worker.worker.health and monitor.health, what="the HTTP servers")
-    targets = [f"127.0.0.1:{part.health.port}" for part in (worker.worker, monitor)]
-    prometheus = prometheus_for(targets)
-    wait_until(lambda: _up(prometheus, 2), timeout=30, what="Prometheus scraping both")
+    retrainer = retrainer_factory(settings).retrainer
+    parts = (worker.worker, monitor, retrainer)
+    wait_until(lambda: all(part.health for part in parts), what="the HTTP servers")
+    prometheus = prometheus_for([f"127.0.0.1:{part.health.port}" for part in parts])
+    wait_until(lambda: _up(prometheus, 3), timeout=30, what="Prometheus scraping all three")
     ids = send_events(producer, settings.input_topic, rows)
     wait_until(lambda: reader.scored_ids() == set(ids), what="every event scored")
     clicks = dict(zip(ids, click_labels(rows).tolist(), strict=True))
     send_labels(producer, settings.labels_topic, clicks)
     wait_until(lambda: prometheus.query("scorer_quality_auc"), what="quality figures scraped")
+    wait_until(
+        lambda: prometheus.query("scorer_retrain_candidates_total"), what="a candidate scraped"
+    )
     time.sleep(3)  # a few more scrapes, so rate() over the panels' windows has two samples
 
     empty = [expr for expr in panel_expressions() if not prometheus.query(expr)]

@@ -21,7 +21,8 @@ from tests.conftest import (
     send_events,
     wait_until,
 )
-from worker.lifecycle.metrics import MonitorMetrics
+from worker.lifecycle.candidate import Rejection
+from worker.lifecycle.metrics import MonitorMetrics, RetrainMetrics
 from worker.ops.metrics import KAFKA_OPERATIONS, REDIS_OPERATIONS
 from worker.settings import Settings
 from worker.stream.events import Reason
@@ -91,13 +92,15 @@ def watched_metric_names() -> set[str]:
 
 
 def assert_every_watched_series_exists(text: str) -> None:
-    """A fresh, ready worker that has scored nothing (and a fresh monitor): every metric a
-    dashboard or an alert reads is there, and every labelled counter has each of its known
-    labels, at 0 (Prometheus' instrumentation guidance: no data must not stand for no
+    """A fresh, ready worker that has scored nothing (and a fresh monitor and retrainer):
+    every metric a dashboard or an alert reads is there, and every labelled counter has each of
+    its known labels, at 0 (Prometheus' instrumentation guidance: no data must not stand for no
     errors)."""
-    # the quality rules and panels read the monitor's: a fresh one exports them from the start
+    # the quality and retraining rules and panels read the monitor's and the retrainer's: fresh
+    # ones export them from the start
     monitor = generate_latest(MonitorMetrics().registry).decode()
-    families = {f.name: f for f in text_string_to_metric_families(text + monitor)}
+    retrainer = generate_latest(RetrainMetrics().registry).decode()
+    families = {f.name: f for f in text_string_to_metric_families(text + monitor + retrainer)}
     exported = set(families) | {name + "_total" for name in families}
     assert watched_metric_names() - exported == set()
     assert metric(text, "scorer_ready") == 1
@@ -108,6 +111,9 @@ def assert_every_watched_series_exists(text: str) -> None:
         assert metric(text, "scorer_redis_errors_total", operation=operation) == 0
     for reason in Reason.codes():
         assert metric(text, "scorer_dead_letters_total", reason=reason) == 0
+    for rejection in Rejection.codes():  # what ScorerRetrainerCannotFit counts
+        labels = {"outcome": "rejected", "reason": rejection}
+        assert metric(retrainer, "scorer_retrain_candidates_total", **labels) == 0
 
 
 def test_metrics_count_predictions_dead_letters_reloads_and_latency(
