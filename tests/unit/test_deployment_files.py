@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 import yaml
 
-from worker.lifecycle.metrics import MonitorMetrics
+from worker.lifecycle.metrics import MonitorMetrics, RetrainMetrics
 from worker.ops.metrics import WorkerMetrics
 from worker.settings import ENV_PREFIX, Settings, setting_names
 
@@ -24,9 +24,14 @@ def compose() -> dict[str, Any]:
 
 
 def exported_metric_names() -> set[str]:
-    """What a worker's and a monitor's /metrics hold (the quality row reads the monitor)."""
+    """What a worker's, a monitor's and a retrainer's /metrics hold (the quality row reads the
+    monitor, the retraining row the retrainer)."""
     names = set()
-    families = [*WorkerMetrics().registry.collect(), *MonitorMetrics().registry.collect()]
+    families = [
+        *WorkerMetrics().registry.collect(),
+        *MonitorMetrics().registry.collect(),
+        *RetrainMetrics().registry.collect(),
+    ]
     for family in families:
         names |= {sample.name for sample in family.samples}
         names.add(family.name)
@@ -92,13 +97,14 @@ def test_compose_stops_each_process_after_its_drain() -> None:
         assert int(grace.removesuffix("s")) > 2 * Settings().delivery_timeout_s
 
 
-def test_dashboard_queries_only_metrics_the_worker_and_the_monitor_export() -> None:
+def test_dashboard_queries_only_metrics_the_worker_monitor_and_retrainer_export() -> None:
     dashboard = orjson.loads((REPO / "deploy/grafana/dashboards/scorer.json").read_bytes())
     expressions = [t["expr"] for panel in dashboard["panels"] for t in panel.get("targets", [])]
     used = {name for expr in expressions for name in re.findall(r"scorer_[a-z_]+", expr)}
     assert used and used <= exported_metric_names(), used - exported_metric_names()
     titles = " ".join(panel["title"].lower() for panel in dashboard["panels"])
-    topics = ("throughput", "latency", "lag", "version", "reload", "dead-letter", "auc", "drift")
+    topics = ["throughput", "latency", "lag", "version", "reload", "dead-letter", "auc", "drift"]
+    topics += ["candidates", "window", "fit"]  # the retraining row
     for topic in topics:
         assert topic in titles
 
