@@ -149,7 +149,11 @@ def decide(report: Report, settings: Settings, now: float, has_previous: bool) -
         decisions.append(_decision("abort", canary, reasons))
     elif canary is not None and (proof := _proven(canary, settings)):
         decisions.append(_decision("promote", canary, [proof]))
-    elif canary is not None and (doubt := _unproven(canary, settings)):
+    elif (
+        canary is not None
+        and report.route.canary is not None
+        and (doubt := _unproven(canary, settings, report.route.canary.percent))
+    ):
         decisions.append(_decision("abort", canary, [doubt]))
     primary = report.primary
     fresh = (
@@ -187,23 +191,52 @@ def _proven(canary: Judged, settings: Settings) -> str:
     )
 
 
-def _unproven(canary: Judged, settings: Settings) -> str:
+def _unproven(canary: Judged, settings: Settings, percent: float) -> str:
     """Why an automatic canary that never proved better is taken out ("": it is not): it
     would otherwise hold the route, and the retrainer waits while a canary runs."""
     needed, compared = settings.guard_promote_min_labels, canary.compared
     verdict = canary.comparison.verdict if canary.comparison else "inconclusive"
+    bound = comparable_labels(settings.quality_window, percent)
+    patience = min(PROMOTE_PATIENCE * needed, max(needed, int(0.9 * bound)))
     if (
         not needed
         or canary.author != RETRAINER
         or compared is None
-        or compared.labelled < PROMOTE_PATIENCE * needed
+        or compared.labelled < patience
         or verdict == "better"
     ):
         return ""
-    return (
-        f"not proven better after {compared.labelled} labelled predictions "
-        f"({PROMOTE_PATIENCE} x guard_promote_min_labels {needed}): verdict {verdict}"
+    why = (
+        f"{PROMOTE_PATIENCE} x guard_promote_min_labels {needed}"
+        if patience == PROMOTE_PATIENCE * needed
+        else f"as many as the comparison holds for a {percent:g} % canary: up to {bound} in the "
+        f"span of the primary's quality_window {settings.quality_window}"
     )
+    labelled = compared.labelled
+    return f"not proven better after {labelled} labelled predictions ({why}): verdict {verdict}"
+
+
+def unreachable_promotion(settings: Settings) -> str:
+    """Why the monitor can never promote a canary at retrain_canary_percent ("": it can)."""
+    needed, percent = settings.guard_promote_min_labels, settings.retrain_canary_percent
+    bound = comparable_labels(settings.quality_window, percent)
+    if not needed or needed <= 0.9 * bound:
+        return ""
+    return (
+        f"guard_promote_min_labels {needed} is more than nine tenths of the {bound} labelled "
+        f"predictions a {percent:g} % canary gets in the span of the primary's quality_window "
+        f"{settings.quality_window}: lower it, or raise quality_window or retrain_canary_percent"
+    )
+
+
+def comparable_labels(quality_window: int, percent: float) -> int:
+    """The most labelled canary predictions the comparison can hold: it spans the primary's
+    window (its newest quality_window pairs), in which a canary on `percent` % of the traffic
+    gets quality_window x percent / (100 - percent), at most its own quality_window. A
+    guard_promote_min_labels above this can never be met; patience past it would never end."""
+    if percent >= 100:
+        return quality_window
+    return min(quality_window, int(quality_window * percent / (100 - percent)))
 
 
 def _decision(action: Action, judged: Judged, reasons: list[str]) -> Decision:

@@ -14,8 +14,9 @@ from collections.abc import Callable
 from typing import Any
 
 import redis
+import structlog
 
-from worker.lifecycle.guards import GuardKeeper, current_breaches, decide
+from worker.lifecycle.guards import GuardKeeper, current_breaches, decide, unreachable_promotion
 from worker.lifecycle.join import JoinStore
 from worker.lifecycle.metrics import MonitorMetrics
 from worker.lifecycle.process import Apply, JoinProcess
@@ -24,6 +25,8 @@ from worker.lifecycle.report import build_report
 from worker.models.registry import Registry
 from worker.models.usage import UsageStore
 from worker.settings import Settings
+
+log = structlog.get_logger(__name__)
 
 
 class Monitor(JoinProcess):
@@ -51,6 +54,8 @@ class Monitor(JoinProcess):
 
     def prepare(self, client: redis.Redis) -> tuple[Apply, Callable[[], None]]:
         settings = self.settings
+        if why := unreachable_promotion(settings):  # the retrainer may run with another share
+            log.warning("monitor.promotion_unreachable", why=why)
         store = JoinStore.for_settings(client, settings)
         usage = UsageStore.for_settings(client, settings)
         registry = Registry.for_settings(client, settings)
