@@ -349,11 +349,19 @@ def test_a_redis_outage_loses_no_join_and_the_retrainer_goes_on(
     settings = settings.replace(quality_interval_s=0.5)
     running = retrainer_factory(settings)
     retrainer = running.retrainer
+    applied: list[bool] = []  # what the join loop's batches came to (False: Redis refused)
+    apply = retrainer._apply
+
+    def noting(store: TrainingStore, records: list[Any]) -> bool:
+        applied.append(apply(store, records))
+        return applied[-1]
+
+    retrainer._apply = noting
     wait_until(lambda: retrainer.readiness().ready, what="the retrainer in its group")
     redis_server.stop()
     try:
         send_labelled(producer, settings, 400, seed=28)
-        wait_until(lambda: retrainer.redis_error is not None, what="the outage noticed")
+        wait_until(lambda: False in applied, what="a batch Redis refused")
         readiness = retrainer.readiness()
         assert not readiness.ready and "Redis unavailable" in readiness.reason
         assert retrainer.metrics.redis_errors._value.get() >= 1

@@ -136,9 +136,11 @@ def test_every_panel_returns_data_and_every_rule_evaluates(
     clicks = dict(zip(ids, click_labels(rows).tolist(), strict=True))
     send_labels(producer, settings.labels_topic, clicks)
     wait_until(lambda: prometheus.query("scorer_quality_auc"), what="quality figures scraped")
-    wait_until(
-        lambda: prometheus.query("scorer_retrain_candidates_total"), what="a candidate scraped"
-    )
+    for fitted in (
+        "sum(scorer_retrain_candidates_total) > 0",
+        "scorer_retrain_fit_seconds_count > 0",
+    ):
+        wait_until(lambda e=fitted: prometheus.query(e), what="a candidate fitted and scraped")  # type: ignore[misc]
     time.sleep(3)  # a few more scrapes, so rate() over the panels' windows has two samples
 
     empty = [expr for expr in panel_expressions() if not prometheus.query(expr)]

@@ -142,6 +142,16 @@ def test_kubeconform_rejects_what_the_api_would(schema_dir: Path, tmp_path: Path
         (("secretFiles.kafka_sasl_username.secretName=s",), "not a secret or file setting"),
         (("settings.allow_pickle=false",), "the retrainer clones the active estimator"),
         (("retrainer.settings.allow_pickle=false",), "so it needs allow_pickle true"),
+        (("retrainer.settings.allow_pickle=No",), "so it needs allow_pickle true"),
+        (("retrainer.settings.allow_pickle=0",), "so it needs allow_pickle true"),
+        (
+            ("worker.settings.allow_pickle=false",),
+            "every joblib-only candidate would be refused",
+        ),
+        (
+            ("extraEnv[0].name=SCORER_ALLOW_PICKLE", "extraEnv[0].value=false"),
+            "extraEnv SCORER_ALLOW_PICKLE would override",
+        ),
     ],
 )
 def test_the_chart_refuses_values_that_cannot_work(sets: tuple[str, ...], reason: str) -> None:

@@ -82,6 +82,12 @@ string, number or boolean is the same TOML value). */}}
 {{- if kindIs "invalid" $value -}}{{ .default }}{{- else -}}{{ $value }}{{- end -}}
 {{- end -}}
 
+{{/* "true" where a boolean setting's value reads as false to the processes (false, 0, no, in
+any case; worker/settings.py _coerce_bool). */}}
+{{- define "scorer.falsy" -}}
+{{- has (lower (trim (toString .))) (list "false" "0" "no") -}}
+{{- end -}}
+
 {{/* Render-time checks: a wrong value fails `helm template` / `helm install` with a reason. */}}
 {{- define "scorer.validate" -}}
 {{- $known := concat (splitList " " (include "scorer.secretSettings" .)) (splitList " " (include "scorer.fileSettings" .)) -}}
@@ -100,8 +106,21 @@ string, number or boolean is the same TOML value). */}}
 {{- if and (ne .Values.autoscaling.mode "none") (gt (int .Values.autoscaling.maxReplicas) $partitions) -}}
 {{- fail (printf "autoscaling.maxReplicas (%d) exceeds inputTopicPartitions (%d)" (int .Values.autoscaling.maxReplicas) $partitions) -}}
 {{- end -}}
-{{- if and .Values.retrainer.enabled (eq (include "scorer.setting" (dict "root" $ "component" "retrainer" "name" "allow_pickle" "default" true)) "false") -}}
+{{- if .Values.retrainer.enabled -}}
+{{- $retrainerPickle := include "scorer.setting" (dict "root" $ "component" "retrainer" "name" "allow_pickle" "default" true) -}}
+{{- if eq (include "scorer.falsy" $retrainerPickle) "true" -}}
 {{- fail "the retrainer clones the active estimator from its joblib bytes, so it needs allow_pickle true: set retrainer.settings.allow_pickle=true (retrain_format onnx still serves pickle-free workers) or retrainer.enabled=false" -}}
+{{- end -}}
+{{- $workerPickle := include "scorer.setting" (dict "root" $ "component" "worker" "name" "allow_pickle" "default" true) -}}
+{{- $format := include "scorer.setting" (dict "root" $ "component" "retrainer" "name" "retrain_format" "default" "joblib") -}}
+{{- if and (eq (include "scorer.falsy" $workerPickle) "true") (eq $format "joblib") -}}
+{{- fail "the workers run with allow_pickle false, so every joblib-only candidate would be refused: set retrainer.settings.retrain_format to onnx or both" -}}
+{{- end -}}
+{{- range .Values.extraEnv -}}
+{{- if eq .name "SCORER_ALLOW_PICKLE" -}}
+{{- fail "extraEnv SCORER_ALLOW_PICKLE would override allow_pickle in every process, the retrainer's too: set it in settings or worker.settings instead" -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
 {{- range $component := list "worker" "monitor" "retrainer" -}}
 {{- $drain := include "scorer.setting" (dict "root" $ "component" $component "name" "delivery_timeout_s" "default" 30) | float64 -}}
