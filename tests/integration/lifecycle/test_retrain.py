@@ -126,9 +126,11 @@ def test_a_better_candidate_is_published_as_a_canary_with_its_note_and_figures(
 
     metrics = running.retrainer.metrics
     assert metrics.candidates.labels("published", "")._value.get() == 1
-    wait_until(lambda: metrics.malformed.labels("invalid_json")._value.get() == 1)
-    assert metrics.malformed.labels("invalid_features")._value.get() == 1
-    assert metrics.malformed.labels("invalid_label")._value.get() == 1
+    expected = {"invalid_json": 1, "invalid_features": 1, "invalid_label": 1}
+    wait_until(  # counted once Redis has taken the batch, one reason after another
+        lambda: {r: metrics.malformed.labels(r)._value.get() for r in expected} == expected,
+        what="each malformed record counted",
+    )
     health = running.retrainer.health
     assert health is not None
     wait_until(lambda: metrics.window_rows._value.get() == 2500, what="a check after the round")
