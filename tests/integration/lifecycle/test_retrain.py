@@ -125,7 +125,8 @@ def test_a_better_candidate_is_published_as_a_canary_with_its_note_and_figures(
     assert change["training"]["holdout"]["rows"] == 750
 
     metrics = running.retrainer.metrics
-    assert metrics.candidates.labels("published", "")._value.get() == 1
+    published = metrics.candidates.labels("published", "")
+    wait_until(lambda: published._value.get() == 1, what="counted just after the publish")
     expected = {"invalid_json": 1, "invalid_features": 1, "invalid_label": 1}
     wait_until(  # counted once Redis has taken the batch, one reason after another
         lambda: {r: metrics.malformed.labels(r)._value.get() for r in expected} == expected,
