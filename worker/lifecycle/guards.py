@@ -197,7 +197,7 @@ def _unproven(canary: Judged, settings: Settings, percent: float) -> str:
     needed, compared = settings.guard_promote_min_labels, canary.compared
     verdict = canary.comparison.verdict if canary.comparison else "inconclusive"
     bound = comparable_labels(settings.quality_window, percent)
-    patience = min(PROMOTE_PATIENCE * needed, max(needed, int(0.9 * bound)))
+    patience = min(PROMOTE_PATIENCE * needed, max(needed, reachable_labels(bound)))
     if (
         not needed
         or canary.author != RETRAINER
@@ -220,13 +220,19 @@ def unreachable_promotion(settings: Settings) -> str:
     """Why the monitor can never promote a canary at retrain_canary_percent ("": it can)."""
     needed, percent = settings.guard_promote_min_labels, settings.retrain_canary_percent
     bound = comparable_labels(settings.quality_window, percent)
-    if not needed or needed <= 0.9 * bound:
+    if not needed or needed <= reachable_labels(bound):
         return ""
     return (
         f"guard_promote_min_labels {needed} is more than nine tenths of the {bound} labelled "
         f"predictions a {percent:g} % canary gets in the span of the primary's quality_window "
         f"{settings.quality_window}: lower it, or raise quality_window or retrain_canary_percent"
     )
+
+
+def reachable_labels(bound: int) -> int:
+    """Nine tenths of `bound` (comparable_labels): the compared count a canary can be counted on
+    to reach, as the primary's window is trimmed and refilled around it."""
+    return int(0.9 * bound)
 
 
 def comparable_labels(quality_window: int, percent: float) -> int:

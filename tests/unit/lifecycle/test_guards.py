@@ -201,6 +201,7 @@ def test_a_breaching_canary_and_fresh_primary_are_both_decided() -> None:
 
 PROMOTING = OFF.replace(guard_promote_min_labels=300)
 BETTER = Comparison(0.05, 0.02, 0.08, "better")
+UNSURE = Comparison(0.01, -0.01, 0.03, "inconclusive")
 
 
 def _auto_canary(
@@ -256,16 +257,15 @@ def test_a_better_canary_that_breaches_a_guard_is_aborted_not_promoted() -> None
 
 
 def test_an_automatic_canary_never_proven_better_is_aborted_after_five_times_the_labels() -> None:
-    unsure = Comparison(0.01, -0.01, 0.03, "inconclusive")
     settings = PROMOTING.replace(quality_window=20_000)  # a 10 % canary: up to 2,222 compared
-    assert decide(_report(_auto_canary(unsure, 1499), _primary()), settings, NOW, True) == []
-    (decision,) = decide(_report(_auto_canary(unsure, 1500), _primary()), settings, NOW, True)
+    assert decide(_report(_auto_canary(UNSURE, 1499), _primary()), settings, NOW, True) == []
+    (decision,) = decide(_report(_auto_canary(UNSURE, 1500), _primary()), settings, NOW, True)
     assert (decision.action, decision.version) == ("abort", "auto-1")
     assert decision.reason == (
         "guard: not proven better after 1500 labelled predictions "
         "(5 x guard_promote_min_labels 300): verdict inconclusive"
     )
-    persons = _auto_canary(unsure, 5000, author="alice@host")
+    persons = _auto_canary(UNSURE, 5000, author="alice@host")
     assert decide(_report(persons, _primary()), PROMOTING, NOW, True) == []
 
 
@@ -273,11 +273,10 @@ def test_patience_ends_where_the_primarys_window_bounds_the_comparison() -> None
     """With quality_window 10,000 a 10 % canary never has more than 1,111 labelled predictions
     in the compared span, fewer than 5 x 300: it is aborted at nine tenths of that instead of
     holding the route (and the retrainer) for ever."""
-    unsure = Comparison(0.01, -0.01, 0.03, "inconclusive")
     assert comparable_labels(10_000, 10.0) == 1111
     assert comparable_labels(10_000, 50.0) == 10_000 == comparable_labels(10_000, 100.0)
-    assert decide(_report(_auto_canary(unsure, 998), _primary()), PROMOTING, NOW, True) == []
-    (decision,) = decide(_report(_auto_canary(unsure, 999), _primary()), PROMOTING, NOW, True)
+    assert decide(_report(_auto_canary(UNSURE, 998), _primary()), PROMOTING, NOW, True) == []
+    (decision,) = decide(_report(_auto_canary(UNSURE, 999), _primary()), PROMOTING, NOW, True)
     assert (decision.action, decision.version) == ("abort", "auto-1")
     assert decision.reason == (
         "guard: not proven better after 999 labelled predictions (as many as the comparison "
@@ -291,8 +290,7 @@ def test_patience_never_ends_before_a_promotion_could_happen() -> None:
     """guard_promote_min_labels 1,050 with a bound of 1,111: the canary is judged at 1,050,
     not aborted at nine tenths of the bound first; the monitor warns that it is that tight."""
     settings = OFF.replace(guard_promote_min_labels=1050)
-    unsure = Comparison(0.01, -0.01, 0.03, "inconclusive")
-    assert decide(_report(_auto_canary(unsure, 1049), _primary()), settings, NOW, True) == []
+    assert decide(_report(_auto_canary(UNSURE, 1049), _primary()), settings, NOW, True) == []
     (decision,) = decide(_report(_auto_canary(labelled=1050), _primary()), settings, NOW, True)
     assert decision.action == "promote"
     assert unreachable_promotion(settings).startswith("guard_promote_min_labels 1050 is more")
