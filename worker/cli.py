@@ -333,6 +333,18 @@ def _add_model_commands(
         "--features",
         help="comma-separated feature order, if the estimator has no feature_names_in_",
     )
+    publish.add_argument(
+        "--feature-types",
+        metavar="SPEC",
+        help="each feature's kind, number or category: 'I1:number,C1:category' or @FILE (a "
+        "JSON object of the same); by default what the fitted Pipeline reveals, else number",
+    )
+    publish.add_argument(
+        "--missing",
+        choices=["accept", "reject"],
+        help="whether workers give missing (null or absent) features to the model or "
+        "dead-letter the event; by default found by scoring probe rows with missing values",
+    )
     publish.add_argument("--note", default="")
     publish.add_argument(
         "--reference",

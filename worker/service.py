@@ -19,6 +19,7 @@ from worker.ops.health import HealthServer, HealthSources, Readiness
 from worker.ops.heartbeat import Heartbeat, workers_key_prefix
 from worker.ops.metrics import WorkerMetrics
 from worker.settings import Settings
+from worker.stream.events import Limits
 from worker.stream.factory import scoring_consumer, scoring_producer
 from worker.stream.heap import settle_heap
 from worker.stream.loop import ScoringLoop
@@ -152,11 +153,11 @@ class Worker:
         return serving
 
     def _health_sources(self) -> HealthSources:
-        max_event_bytes = self.settings.max_event_bytes
+        limits = Limits(self.settings.max_event_bytes, self.settings.max_category_chars)
         return HealthSources(
             alive=self.alive,
             readiness=self.readiness,
-            predict=lambda body: predict_body(body, self.holder.serving(), max_event_bytes),
+            predict=lambda body: predict_body(body, self.holder.serving(), limits),
         )
 
     def alive(self) -> bool:

@@ -33,6 +33,7 @@ _POSITIVE = (
     "topic_partitions",
     "topic_replication",
     "max_event_bytes",
+    "max_category_chars",
     "session_timeout_ms",
     "heartbeat_interval_ms",
     "max_poll_interval_ms",
@@ -138,6 +139,7 @@ class Settings:
     linger_ms: int = 5
     producer_batch_bytes: int = 262144
     max_event_bytes: int = 1_000_000
+    max_category_chars: int = 256
     topic_partitions: int = 4
     topic_replication: int = 1
     startup_timeout_s: float = 30.0

@@ -21,13 +21,15 @@ from kafka.errors import KafkaError
 from worker.errors import ConfigError, RegistryError, ScorerError
 from worker.infra.clients import build_producer, connect_redis
 from worker.models.control import activation_message, announce
-from worker.models.registry import CHANGES_LIMIT, Registry, RegistryEntry
+from worker.models.entry import RegistryEntry
+from worker.models.registry import CHANGES_LIMIT, Registry
 from worker.settings import Settings
 
 if TYPE_CHECKING:
     import numpy as np
 
     from worker.models.artifacts import EstimatorInfo
+    from worker.models.features import FeatureKind
 
 
 def registry_of(settings: Settings) -> Registry:
@@ -50,6 +52,7 @@ def cmd_model_publish(args: argparse.Namespace, settings: Settings) -> int:
     except OSError as exc:
         raise ConfigError(f"cannot read {args.file}: {exc.strerror}") from None
     features = [f.strip() for f in args.features.split(",")] if args.features else None
+    kinds = feature_kinds_of(args.feature_types) if args.feature_types else None
     estimator = load_estimator(data)
     rows = None
     if args.reference:
@@ -66,11 +69,16 @@ def cmd_model_publish(args: argparse.Namespace, settings: Settings) -> int:
         fmt=args.format,
         tolerance=args.tolerance,
         reference_rows=rows,
+        feature_kinds=kinds,
+        missing=args.missing,
     )
     entry, compiled, profile = published.entry, published.compiled, published.profile
+    schema = entry.schema
     print(
         f"published {entry.version} sha256={entry.served_sha256} {entry.estimator_class} "
-        f"features={len(entry.features)} format={entry.format} runtime={entry.runtime}"
+        f"features={len(entry.features)} ({len(schema.categories)} category) "
+        f"missing={'accept' if schema.accepts_missing else 'reject'} input={schema.form} "
+        f"format={entry.format} runtime={entry.runtime}"
     )
     if compiled is not None:
         print(
@@ -83,6 +91,27 @@ def cmd_model_publish(args: argparse.Namespace, settings: Settings) -> int:
     if args.activate:
         return activate_in(registry, args, settings)
     return 0
+
+
+def feature_kinds_of(spec: str) -> dict[str, FeatureKind]:
+    """`--feature-types`: NAME:KIND,... or @FILE holding a JSON object {name: kind}."""
+    from worker.models.features import check_kind, parse_kinds
+
+    try:
+        if not spec.startswith("@"):
+            return parse_kinds(spec)
+        path = Path(spec[1:])
+        try:
+            given = orjson.loads(path.read_bytes())
+        except OSError as exc:
+            raise ConfigError(f"--feature-types: cannot read {path}: {exc.strerror}") from None
+        except orjson.JSONDecodeError as exc:
+            raise ConfigError(f"--feature-types: {path} is not JSON: {exc}") from None
+        if not isinstance(given, dict):
+            raise ConfigError(f"--feature-types: {path} must hold a JSON object name: kind")
+        return {str(name): check_kind(str(name), kind) for name, kind in given.items()}
+    except ValueError as exc:
+        raise ConfigError(f"--feature-types: {exc}") from None
 
 
 def reference_rows(path: Path, info: EstimatorInfo) -> np.ndarray:
@@ -104,10 +133,16 @@ def activate_in(registry: Registry, args: argparse.Namespace, settings: Settings
 
 
 def refuse_unloadable(registry: Registry, settings: Settings, *versions: str) -> None:
-    """Where pickles are refused (allow_pickle false), a version without ONNX bytes would be
-    refused by every worker: say so before anything changes."""
+    """Refuse, before anything changes, a version every worker would refuse: one without ONNX
+    bytes where pickles are refused (allow_pickle false), or one stored before publish
+    proved it on probe rows that does not warm up as a worker loads it."""
     for version in versions:
-        registry.entry(version).runtime_for(settings.allow_pickle)
+        entry = registry.entry(version)
+        entry.runtime_for(settings.allow_pickle)
+        if not entry.checked:
+            from worker.models.holder import load_version
+
+            load_version(registry, version, settings)
 
 
 def cmd_model_rollback(args: argparse.Namespace, settings: Settings) -> int:

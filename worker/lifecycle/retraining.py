@@ -48,8 +48,9 @@ from worker.lifecycle.report import build_report
 from worker.lifecycle.training_rows import TrainingStore
 from worker.models.artifacts import load_estimator, verify_artifact
 from worker.models.control import route_message
+from worker.models.entry import RegistryEntry
 from worker.models.publishing import publish_estimator
-from worker.models.registry import CanaryRequest, Registry, RegistryEntry
+from worker.models.registry import CanaryRequest, Registry
 from worker.models.usage import UsageStore
 from worker.settings import Settings
 

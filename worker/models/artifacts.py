@@ -108,10 +108,11 @@ def _feature_order(estimator: Any, features: Sequence[str] | None) -> tuple[str,
     return names
 
 
-def warm_up(score: ScoreFn, n_features: int) -> None:
-    """One prediction on a zero row: proves the model runs before it takes traffic."""
+def warm_up(score: ScoreFn, row: np.ndarray) -> None:
+    """One prediction on the version's warm-up row (a decoded one-row matrix): proves the
+    model runs before it takes traffic."""
     try:
-        output = score(np.zeros((1, n_features)))
+        output = score(row)
     except Exception as exc:
         raise ArtifactRejected(f"warm-up prediction failed: {type(exc).__name__}: {exc}") from None
     if output.shape != (1,) or not np.isfinite(output).all():

@@ -9,7 +9,7 @@ import time
 import orjson
 from kafka import KafkaProducer
 
-from worker.models.registry import RegistryEntry
+from worker.models.entry import RegistryEntry
 from worker.models.route import Route
 
 

@@ -10,10 +10,13 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
+import numpy as np
 import structlog
 
 from worker.models.artifacts import inspect_estimator, load_estimator, verify_artifact, warm_up
 from worker.models.compiled import onnx_score_function
+from worker.models.entry import RegistryEntry
+from worker.models.features import FeatureSchema, rows_matrix
 from worker.models.profile import ReferenceProfile
 from worker.models.registry import Registry
 from worker.models.route import Route
@@ -27,10 +30,14 @@ log = structlog.get_logger(__name__)
 class LoadedModel:
     version: str
     sha256: str
-    features: tuple[str, ...]
+    schema: FeatureSchema  # how its events are read: names, kinds, missing values
     kind: ModelKind
     score: ScoreFn
     profile: ReferenceProfile | None = None  # drift: the bins its live rows are counted in
+
+    @property
+    def features(self) -> tuple[str, ...]:
+        return self.schema.names
 
 
 def load_version(registry: Registry, version: str, settings: Settings) -> LoadedModel:
@@ -44,26 +51,33 @@ def load_version(registry: Registry, version: str, settings: Settings) -> Loaded
     runtime = entry.runtime_for(settings.allow_pickle)
     data = registry.artifact(version, runtime)
     signing_key = settings.signing_key
+    schema = entry.schema
     if runtime == "onnx" and entry.onnx is not None:
         verify_artifact(data, entry.onnx.sha256, entry.onnx.signature, signing_key)
         score = onnx_score_function(data, entry.kind, settings.onnx_threads)
-        features, kind, sha256 = entry.features, entry.kind, entry.onnx.sha256
+        kind, sha256 = entry.kind, entry.onnx.sha256
     else:
         verify_artifact(data, entry.sha256, entry.signature, signing_key)
         estimator = load_estimator(data)
         info = inspect_estimator(estimator, entry.features)  # refuses features that differ
-        score = score_function(estimator, info.kind)
-        features, kind, sha256 = info.features, info.kind, entry.sha256
-    warm_up(score, len(features))
+        score = score_function(estimator, info.kind, schema)
+        kind, sha256 = info.kind, entry.sha256
+    warm_up(score, warm_up_rows(entry))
     profile = reference_profile(registry, version)
-    if profile is not None and profile.features != features:
+    if profile is not None and profile.features != schema.names:
         log.warning(
             "model.reference_mismatch",
             model_version=version,
             error="the reference profile's features are not the model's: drift not measured",
         )
         profile = None
-    return LoadedModel(version, sha256, features, kind, score, profile)
+    return LoadedModel(version, sha256, schema, kind, score, profile)
+
+
+def warm_up_rows(entry: RegistryEntry) -> np.ndarray:
+    """The row publish proved the version on, decoded; a zero row for entries from before."""
+    row = entry.warm_up_row or (0.0,) * len(entry.features)
+    return rows_matrix(entry.schema, [row])
 
 
 def reference_profile(registry: Registry, version: str) -> ReferenceProfile | None:

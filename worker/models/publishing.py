@@ -5,14 +5,18 @@ retrainer both go through it, so a retrained version is stored like any other.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from worker.errors import ArtifactRejected
 from worker.models.artifacts import EstimatorInfo, inspect_estimator
-from worker.models.registry import CanaryRequest, Registry, RegistryEntry
+from worker.models.entry import RegistryEntry
+from worker.models.features import FeatureKind, estimator_kinds, resolve_kinds
+from worker.models.probe import MissingPolicy, probe_version
+from worker.models.registry import CanaryRequest, Registry
 
 if TYPE_CHECKING:
     from worker.models.compiled import Compiled, Runtime
@@ -44,11 +48,24 @@ def publish_estimator(
     training: dict[str, object] | None = None,
     canary: CanaryRequest | None = None,
     runtime: Runtime | None = None,
+    feature_kinds: Mapping[str, FeatureKind] | None = None,
+    missing: MissingPolicy | None = None,
 ) -> Published:
     """Store `estimator` (whose joblib bytes are `data`) as `format`; for onnx and both, the
     conversion is checked on the reference rows (else rows within the model's feature ranges)
-    and workers use whichever runtime scored faster (onnx: ONNX only), or `runtime` if given."""
+    and workers use whichever runtime scored faster (onnx: ONNX only), or `runtime` if given.
+
+    Each feature's kind is `feature_kinds`' (the operator's), else what the estimator reveals,
+    else a number; probe rows then prove a worker can score it (probe.py), and find whether
+    it takes missing values unless `missing` says."""
     info = inspect_estimator(estimator, features)
+    kinds = resolve_kinds(info.features, feature_kinds, estimator_kinds(estimator))
+    probed = probe_version(estimator, info.kind, info.features, kinds, missing)
+    if not probed.schema.plain and (fmt != "joblib" or reference_rows is not None):
+        raise ArtifactRejected(
+            "ONNX and reference profiles take numbers-only versions without missing values "
+            "for now: publish this one with --format joblib and no --reference"
+        )
     profile = reference_of(reference_rows, estimator, info) if reference_rows is not None else None
     compiled = None
     serve: Runtime = "joblib"
@@ -67,6 +84,7 @@ def publish_estimator(
         runtime=serve,
         training=training,
         canary=canary,
+        probed=probed,
     )
     return Published(entry, compiled, profile)
 

@@ -1,14 +1,10 @@
 """The model registry in Redis: versions with their artifacts, the active key, the switch history.
 
 Layout under the prefix P (default `scorer:model`):
-  P:version:<V>  hash: artifact bytes (joblib), sha256, signature, features (JSON), kind,
-                 estimator_class, sklearn_version, joblib_version, created_at, note, format
-                 (joblib, onnx or both), runtime (the one workers use: joblib or onnx), and
-                 when published so: onnx_artifact (ONNX bytes) with onnx (JSON: its sha256,
-                 signature, opset, largest score difference, timings, converter versions),
-                 reference (a reference profile for drift, JSON), training (JSON, for a
-                 version the retrainer fitted: its window, method and holdout figures). An
-                 onnx-only version has no joblib artifact, and empty sha256 and signature.
+  P:version:<V>  hash: the entry's fields (entry.py: features, their kinds, ...), the
+                 artifact bytes (joblib) and when published so onnx_artifact (ONNX bytes)
+                 and reference (a reference profile for drift, JSON). An onnx-only version
+                 has no joblib artifact, and empty sha256 and signature.
   P:versions     sorted set of version names by creation time
   P:history      list of activated versions, newest first (rollback walks it)
   P:changes      list of JSON records of every switch and route change, newest first: what,
@@ -24,113 +20,24 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from importlib.metadata import version as installed_version
 from typing import Any, TypeVar, cast
 
 import orjson
 import redis
-from redis.typing import EncodableT, FieldT
 
-from worker.errors import ArtifactRejected, RegistryError
+from worker.errors import RegistryError
 from worker.models.artifacts import EstimatorInfo, sha256_hex, signature_hex
 from worker.models.compiled import Compiled, Runtime
+from worker.models.entry import META_FIELDS, OnnxArtifact, RegistryEntry, decode_entry, encode_entry
+from worker.models.probe import Probed
 from worker.models.route import Canary, Route, check_percent, parse_route
-from worker.models.scoring import ModelKind
 from worker.settings import Settings
 
 HISTORY_LIMIT = 100
 T = TypeVar("T")
 CHANGES_LIMIT = 1000
-
-
-@dataclass(frozen=True)
-class OnnxArtifact:
-    """What the registry keeps about a version's ONNX bytes besides the bytes."""
-
-    sha256: str
-    signature: str
-    opset: int
-    max_difference: float  # largest |ONNX - scikit-learn| score on the probe rows
-    probe_rows: int
-    joblib_us: float  # scoring cost per event of each runtime, measured at publish
-    onnx_us: float
-    versions: dict[str, str]  # skl2onnx, onnxruntime, onnx
-
-    @classmethod
-    def of(cls, compiled: Compiled, signing_key: str, versions: dict[str, str]) -> OnnxArtifact:
-        return cls(
-            sha256_hex(compiled.data),
-            signature_hex(compiled.data, signing_key) if signing_key else "",
-            compiled.opset,
-            compiled.max_difference,
-            compiled.probe_rows,
-            compiled.joblib_us,
-            compiled.onnx_us,
-            versions,
-        )
-
-
-@dataclass(frozen=True)
-class RegistryEntry:
-    version: str
-    sha256: str
-    signature: str
-    features: tuple[str, ...]
-    kind: ModelKind
-    estimator_class: str
-    sklearn_version: str
-    joblib_version: str
-    created_at: float
-    note: str
-    format: str = "joblib"  # what was stored: joblib, onnx or both
-    runtime: Runtime = "joblib"  # what workers score with
-    onnx: OnnxArtifact | None = None
-    training: dict[str, Any] | None = None  # how the retrainer fitted it (None: a person did)
-
-    @property
-    def served_sha256(self) -> str:
-        """The digest of the bytes workers load."""
-        return self.onnx.sha256 if self.runtime == "onnx" and self.onnx else self.sha256
-
-    def runtime_for(self, allow_pickle: bool) -> Runtime:
-        """What a worker scores this version with: the one publish chose, or ONNX where
-        pickles are refused; a version without ONNX bytes is then refused."""
-        if allow_pickle:
-            return self.runtime
-        if self.onnx is None:
-            raise ArtifactRejected(
-                f"version {self.version} is a joblib artifact and allow_pickle is false: "
-                f"publish it with --format onnx or both"
-            )
-        return "onnx"
-
-    def summary(self) -> dict[str, object]:
-        """JSON-ready metadata, without the signatures."""
-        data = asdict(self)
-        data["features"] = list(self.features)
-        data["served_sha256"] = self.served_sha256
-        del data["signature"]
-        if isinstance(data["onnx"], dict):
-            del data["onnx"]["signature"]
-        return data
-
-
-_META_FIELDS = [
-    "sha256",
-    "signature",
-    "features",
-    "kind",
-    "estimator_class",
-    "sklearn_version",
-    "joblib_version",
-    "created_at",
-    "note",
-    "format",
-    "runtime",
-    "onnx",
-    "training",
-]
 
 
 @dataclass(frozen=True)
@@ -190,6 +97,7 @@ class Registry:
         runtime: Runtime = "joblib",
         training: dict[str, object] | None = None,
         canary: CanaryRequest | None = None,
+        probed: Probed | None = None,
     ) -> RegistryEntry:
         """Store a new version: its joblib bytes (`data`), its ONNX conversion (`compiled`)
         or both, scored by `runtime`, with its reference profile for drift when given. An
@@ -223,9 +131,11 @@ class Registry:
             onnx=onnx,
             training=training,
         )
+        if probed is not None:
+            entry = probed.stamp(entry)
         if canary is not None:
             check_percent(canary.percent, force=False)
-        fields = _encode_meta(entry)
+        fields = encode_entry(entry)
         if data is not None:
             fields["artifact"] = data
         if compiled is not None:
@@ -274,10 +184,10 @@ class Registry:
         return route
 
     def entry(self, version: str) -> RegistryEntry:
-        values = self._redis.hmget(self._version_key(version), _META_FIELDS)
+        values = self._redis.hmget(self._version_key(version), META_FIELDS)
         if values[0] is None:
             raise RegistryError(f"version {version} is not in the registry")
-        return _decode_meta(version, values)
+        return decode_entry(version, values)
 
     def artifact(self, version: str, runtime: Runtime = "joblib") -> bytes:
         """The bytes `runtime` loads: the joblib artifact or the ONNX model."""
@@ -523,24 +433,6 @@ def _rollback_index(history: Sequence[object], active: object, avoid: frozenset[
     return skip
 
 
-def _encode_meta(entry: RegistryEntry) -> dict[FieldT, EncodableT]:
-    return {
-        "sha256": entry.sha256,
-        "signature": entry.signature,
-        "features": orjson.dumps(list(entry.features)),
-        "kind": entry.kind,
-        "estimator_class": entry.estimator_class,
-        "sklearn_version": entry.sklearn_version,
-        "joblib_version": entry.joblib_version,
-        "created_at": repr(entry.created_at),
-        "note": entry.note,
-        "format": entry.format,
-        "runtime": entry.runtime,
-        "onnx": orjson.dumps(asdict(entry.onnx)) if entry.onnx else "",
-        "training": orjson.dumps(entry.training) if entry.training else "",
-    }
-
-
 def _text_or_none(value: object) -> str | None:
     return None if value is None else _text(value)
 
@@ -548,31 +440,3 @@ def _text_or_none(value: object) -> str | None:
 def _text(value: object) -> str:
     """Redis answers bytes (the client does not decode, so artifacts stay bytes)."""
     return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _decode_meta(version: str, values: list[bytes | str | None]) -> RegistryEntry:
-    text = {
-        k: (_text(v) if v is not None else "") for k, v in zip(_META_FIELDS, values, strict=True)
-    }
-    try:
-        features = tuple(orjson.loads(text["features"] or "[]"))
-        kind: ModelKind = "classifier" if text["kind"] == "classifier" else "regressor"
-        runtime: Runtime = "onnx" if text["runtime"] == "onnx" else "joblib"
-        return RegistryEntry(
-            version=version,
-            sha256=text["sha256"],
-            signature=text["signature"],
-            features=features,
-            kind=kind,
-            estimator_class=text["estimator_class"],
-            sklearn_version=text["sklearn_version"],
-            joblib_version=text["joblib_version"],
-            created_at=float(text["created_at"] or 0),
-            note=text["note"],
-            format=text["format"] or "joblib",  # versions from before ONNX
-            runtime=runtime,
-            onnx=OnnxArtifact(**orjson.loads(text["onnx"])) if text["onnx"] else None,
-            training=orjson.loads(text["training"]) if text["training"] else None,
-        )
-    except (orjson.JSONDecodeError, ValueError, TypeError) as exc:
-        raise RegistryError(f"registry entry for {version} is corrupt: {exc}") from None

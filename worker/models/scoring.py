@@ -1,4 +1,5 @@
-"""Turn an estimator into one vectorised score function: matrix in, one score per row out."""
+"""Turn an estimator into one vectorised score function: decoded rows in, one score per row
+out. The rows reach the estimator in the form its schema names (an array or a DataFrame)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from worker.models.features import FeatureSchema
+
 ModelKind = Literal["classifier", "regressor"]
 ScoreFn = Callable[[np.ndarray], np.ndarray]
 
@@ -16,17 +19,26 @@ ScoreFn = Callable[[np.ndarray], np.ndarray]
 _FEATURE_NAMES_WARNING = "X does not have valid feature names"
 
 
-def score_function(estimator: Any, kind: ModelKind) -> ScoreFn:
-    """A classifier scores the positive-class probability; a regressor its prediction."""
+def score_function(estimator: Any, kind: ModelKind, schema: FeatureSchema | None = None) -> ScoreFn:
+    """A classifier scores the positive-class probability; a regressor its prediction.
+    Without a schema the rows are a float matrix, given as they are."""
     from sklearn import config_context  # at model load, so the registry's commands start fast
 
     predict = estimator.predict_proba if kind == "classifier" else estimator.predict
 
     def score(matrix: np.ndarray) -> np.ndarray:
-        # Rows were checked finite while decoding: skip scikit-learn's second check.
-        with config_context(assume_finite=True), warnings.catch_warnings():
+        # Rows were checked while decoding (finite, NaN only where the version accepts
+        # missing values): skip scikit-learn's second check. A step that makes NaN or inf
+        # from them (a log of a negative number) would warn on every batch: the scores are
+        # checked instead, and such a row dead-lettered (stream/scoring.py).
+        with (
+            config_context(assume_finite=True),
+            warnings.catch_warnings(),
+            np.errstate(all="ignore"),
+        ):
             warnings.filterwarnings("ignore", message=_FEATURE_NAMES_WARNING)
-            output = np.asarray(predict(matrix), dtype=np.float64)
+            rows = schema.model_input(matrix) if schema is not None else matrix
+            output = np.asarray(predict(rows), dtype=np.float64)
         return output[:, 1] if kind == "classifier" else output.reshape(len(matrix))
 
     return score

@@ -18,7 +18,18 @@ from typing import Any
 import numpy as np
 import orjson
 
+from worker.models.features import FeatureKind, FeatureSchema, rows_matrix
+
 EventId = str | int
+MAX_CATEGORY_CHARS = 256  # the max_category_chars setting's default
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What an event may be: its size in bytes, a category value's length in characters."""
+
+    max_event_bytes: int
+    max_category_chars: int = MAX_CATEGORY_CHARS
 
 
 class Reason:
@@ -35,6 +46,8 @@ class Reason:
     MISSING_FEATURE = "missing_feature"
     NON_NUMERIC_FEATURE = "non_numeric_feature"
     NON_FINITE_FEATURE = "non_finite_feature"
+    INVALID_CATEGORY = "invalid_category"  # a category feature that is not a string
+    CATEGORY_TOO_LONG = "category_too_long"  # longer than max_category_chars
     SCORING_FAILED = "scoring_failed"  # the model raised on this row (set by the loop)
 
     @classmethod
@@ -86,15 +99,19 @@ class DecodedBatch:
 
 
 def decode_batch(
-    values: Sequence[bytes | None], features: Sequence[str], max_event_bytes: int
+    values: Sequence[bytes | None], schema: FeatureSchema, limits: Limits
 ) -> DecodedBatch:
     """Decode every value; each one either becomes a matrix row or a `Reject` with a reason.
 
     Fast path: per event, one orjson parse and three lookups (the feature row in one C call);
     the types are then checked for the whole batch at once. An event the fast path cannot
     take, or that fails the check, goes through `decode_event`, which names its fault.
+    A version with categories or missing values reads its rows with `dict.get` (absent is
+    missing) and checks them column by column (`_mixed_matrix`); numbers-only versions keep
+    the float path unchanged.
     """
-    row_of = _row_getter(tuple(features))
+    features, max_event_bytes = schema.names, limits.max_event_bytes
+    row_of = _row_getter(features) if schema.plain else _lenient_row_getter(features)
     loads = orjson.loads
     rows: list[Sequence[object]] = []
     ids: list[object] = []
@@ -108,7 +125,7 @@ def decode_batch(
             row, event_id, ts = row_of(event["features"]), event["event_id"], event.get("ts")
         except Exception:
             try:
-                event_id, ts, row = decode_event(value, features, max_event_bytes)
+                event_id, ts, row = decode_event(value, schema, limits)
             except EventRejected as rejected:
                 batch.rejects.append(Reject(index, rejected.reason, rejected.detail))
                 continue
@@ -116,15 +133,10 @@ def decode_batch(
         ids.append(event_id)
         stamps.append(ts)
         batch.accepted.append(index)
-    if not _well_typed(rows, ids, stamps):
+    well_typed = _well_typed if schema.plain else _well_typed_events
+    if not well_typed(rows, ids, stamps):
         keep = _reject_ill_typed(
-            batch,
-            rows,
-            ids,
-            stamps,
-            values=values,
-            features=features,
-            max_event_bytes=max_event_bytes,
+            batch, rows, ids, stamps, values=values, schema=schema, limits=limits
         )
         rows, ids, stamps = (
             [rows[i] for i in keep],
@@ -134,10 +146,13 @@ def decode_batch(
         batch.accepted = [batch.accepted[i] for i in keep]
     batch.event_ids = ids  # type: ignore[assignment]  # checked above: str or int
     batch.event_ts = [float(ts) if type(ts) is int else ts for ts in stamps]  # type: ignore[misc]
-    batch.matrix = np.array(rows, dtype=np.float64).reshape(len(rows), len(features))
-    finite = np.asarray(np.isfinite(batch.matrix).all(axis=1))
-    if not finite.all():
-        _reject_non_finite(batch, finite, features)
+    if schema.plain:
+        batch.matrix = np.array(rows, dtype=np.float64).reshape(len(rows), len(features))
+        finite = np.asarray(np.isfinite(batch.matrix).all(axis=1))
+        if not finite.all():
+            _reject_non_finite(batch, finite, features)
+    else:
+        _mixed_matrix(batch, rows, schema, limits)
     batch.rejects.sort(key=lambda reject: reject.index)
     return batch
 
@@ -145,6 +160,7 @@ def decode_batch(
 _NUMBER_TYPES = frozenset((int, float))  # not bool: type(True) is bool
 _ID_TYPES = frozenset((str, int))
 _TS_TYPES = frozenset((int, float, type(None)))
+_MISSING = type(None)
 
 
 @functools.lru_cache(maxsize=16)
@@ -156,12 +172,35 @@ def _row_getter(features: tuple[str, ...]) -> Callable[[Any], Sequence[object]]:
     return operator.itemgetter(*features)
 
 
+@functools.lru_cache(maxsize=16)
+def _lenient_row_getter(features: tuple[str, ...]) -> Callable[[Any], Sequence[object]]:
+    """The feature values of one event, None where absent (missing): one C call when every
+    feature is there (null counts as there), one `map` over `get` when some are absent."""
+    every = _row_getter(features)
+
+    def row_of(values: Any) -> Sequence[object]:
+        try:
+            return every(values)
+        except KeyError:
+            return tuple(map(values.get, features))
+
+    return row_of
+
+
 def _well_typed(rows: Sequence[Sequence[object]], ids: list[object], stamps: list[object]) -> bool:
     """Every feature an int or a float, every event_id a non-empty string or an int, every ts
     absent or a finite number: a few passes in C over the whole batch."""
+    return _NUMBER_TYPES.issuperset(
+        map(type, itertools.chain.from_iterable(rows))
+    ) and _well_typed_events(rows, ids, stamps)
+
+
+def _well_typed_events(
+    rows: Sequence[Sequence[object]], ids: list[object], stamps: list[object]
+) -> bool:
+    """Every event_id and ts well typed; the features are checked column by column later."""
     return (
-        _NUMBER_TYPES.issuperset(map(type, itertools.chain.from_iterable(rows)))
-        and _ID_TYPES.issuperset(map(type, ids))
+        _ID_TYPES.issuperset(map(type, ids))
         and "" not in ids
         and _TS_TYPES.issuperset(map(type, stamps))
         and math.isfinite(sum(ts for ts in stamps if ts is not None))  # type: ignore[misc]
@@ -175,18 +214,19 @@ def _reject_ill_typed(
     stamps: list[object],
     *,
     values: Sequence[bytes | None],
-    features: Sequence[str],
-    max_event_bytes: int,
+    schema: FeatureSchema,
+    limits: Limits,
 ) -> list[int]:
     """Check the parsed events one by one: reject each that fails with its reason, through
     `decode_event`; return the positions of the others."""
+    well_typed = _well_typed if schema.plain else _well_typed_events
     keep = []
     for position, index in enumerate(batch.accepted):
-        if _well_typed([rows[position]], [ids[position]], [stamps[position]]):
+        if well_typed([rows[position]], [ids[position]], [stamps[position]]):
             keep.append(position)
             continue
         try:
-            decode_event(values[index], features, max_event_bytes)
+            decode_event(values[index], schema, limits)
         except EventRejected as rejected:
             batch.rejects.append(Reject(index, rejected.reason, rejected.detail))
         else:  # unreachable while both paths agree; accepting is the safe side
@@ -195,11 +235,11 @@ def _reject_ill_typed(
 
 
 def decode_event(
-    value: bytes | None, features: Sequence[str], max_event_bytes: int
-) -> tuple[EventId, float | None, list[float]]:
+    value: bytes | None, schema: FeatureSchema, limits: Limits
+) -> tuple[EventId, float | None, list[object]]:
     """One event, checked field by field: (event_id, ts, feature row), or EventRejected."""
-    event = parse_event(value, max_event_bytes)
-    return event_id_of(event), event_ts_of(event), feature_row(event, features)
+    event = parse_event(value, limits.max_event_bytes)
+    return event_id_of(event), event_ts_of(event), feature_row(event, schema, limits)
 
 
 def parse_event(value: bytes | None, max_event_bytes: int) -> dict[str, object]:
@@ -238,8 +278,21 @@ def _parse_lenient(value: bytes) -> object:
     except (ValueError, RecursionError) as exc:
         raise EventRejected(Reason.INVALID_JSON, f"value is not valid JSON: {exc}") from None
     except orjson.JSONEncodeError:
-        raise EventRejected(Reason.INVALID_UTF8, "value holds a lone UTF-16 surrogate") from None
+        raise EventRejected(
+            Reason.INVALID_UTF8, f"value holds a lone UTF-16 surrogate{_where_unwritable(event)}"
+        ) from None
     return event
+
+
+def _where_unwritable(event: object) -> str:
+    """' in feature NAME' when that feature's value is the text that cannot be UTF-8."""
+    features = event.get("features") if isinstance(event, dict) else None
+    for name, value in features.items() if isinstance(features, dict) else ():
+        try:
+            orjson.dumps(value)
+        except orjson.JSONEncodeError:
+            return f" in feature {name!r}"
+    return ""
 
 
 def _parse_int(digits: str) -> int | float:
@@ -272,22 +325,118 @@ def event_ts_of(event: dict[str, object]) -> float | None:
     raise EventRejected(Reason.INVALID_TS, f"ts must be epoch seconds, got {ts!r}")
 
 
-def feature_row(event: dict[str, object], features: Sequence[str]) -> list[float]:
+def feature_row(event: dict[str, object], schema: FeatureSchema, limits: Limits) -> list[object]:
+    """The event's feature values in the schema's order, each checked against its kind."""
     values = event.get("features")
     if not isinstance(values, dict):
         raise EventRejected(Reason.MISSING_FEATURES, "event has no features object")
+    row = [values.get(name) for name in schema.names]
+    for name, kind, value in zip(schema.names, schema.kinds, row, strict=True):
+        fault = value_fault(name, kind, value, schema.accepts_missing, limits.max_category_chars)
+        if fault is not None:
+            raise EventRejected(*fault)
+    return row
+
+
+def value_fault(
+    name: str, kind: FeatureKind, value: object, accepts_missing: bool, max_chars: int
+) -> tuple[str, str] | None:
+    """Why `value` cannot be feature `name` of this kind (reason, detail), or None."""
+    if value is None:
+        if accepts_missing:
+            return None
+        return Reason.MISSING_FEATURE, f"required feature {name!r} is missing"
+    if kind == "number":
+        return _number_fault(name, value)
+    return _category_fault(name, value, max_chars)
+
+
+def _number_fault(name: str, value: object) -> tuple[str, str] | None:
+    if type(value) not in _NUMBER_TYPES:
+        return Reason.NON_NUMERIC_FEATURE, f"feature {name!r} is not a number: {_brief(value)}"
+    if not _finite(value):  # type: ignore[arg-type]  # checked: an int or a float
+        return Reason.NON_FINITE_FEATURE, f"feature {name!r} is not finite"
+    return None
+
+
+def _category_fault(name: str, value: object, max_chars: int) -> tuple[str, str] | None:
+    if type(value) is not str:
+        return (
+            Reason.INVALID_CATEGORY,
+            f"feature {name!r} is a category and takes a string, not a JSON "
+            f"{_json_type(value)}: {_brief(value)}",
+        )
+    if len(value) > max_chars:
+        return (
+            Reason.CATEGORY_TOO_LONG,
+            f"feature {name!r} is {len(value)} characters long, the limit is {max_chars}",
+        )
+    return None
+
+
+def _finite(number: float) -> bool:
     try:
-        row = [values[name] for name in features]
-    except KeyError as missing:
-        raise EventRejected(
-            Reason.MISSING_FEATURE, f"required feature {missing.args[0]!r} is missing"
-        ) from None
-    for name, value in zip(features, row, strict=True):
-        if type(value) is not float and type(value) is not int:
-            raise EventRejected(
-                Reason.NON_NUMERIC_FEATURE, f"feature {name!r} is not a number: {value!r}"
-            )
-    return row  # every value checked above to be an int or a float
+        return math.isfinite(number)
+    except OverflowError:  # an integer beyond float range
+        return False
+
+
+def _json_type(value: object) -> str:
+    names = {bool: "boolean", int: "number", float: "number", list: "array", dict: "object"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _brief(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _mixed_matrix(
+    batch: DecodedBatch, rows: list[Sequence[object]], schema: FeatureSchema, limits: Limits
+) -> None:
+    """The accepted rows as the schema's matrix (features.rows_matrix), after checking each
+    column over the whole batch in C; only a column that fails is checked value by value."""
+    columns = list(zip(*rows, strict=True)) if rows else []
+    faults: dict[int, tuple[str, str]] = {}
+    for j, (name, kind) in enumerate(zip(schema.names, schema.kinds, strict=True)):
+        column = columns[j] if columns else ()
+        if _column_ok(column, kind, schema.accepts_missing, limits.max_category_chars):
+            continue
+        for position, value in enumerate(column):
+            if position not in faults:
+                fault = value_fault(
+                    name, kind, value, schema.accepts_missing, limits.max_category_chars
+                )
+                if fault is not None:
+                    faults[position] = fault
+    if faults:
+        batch.rejects += [Reject(batch.accepted[p], *fault) for p, fault in faults.items()]
+        keep = [p for p in range(len(rows)) if p not in faults]
+        rows = [rows[p] for p in keep]
+        batch.accepted = [batch.accepted[p] for p in keep]
+        batch.event_ids = [batch.event_ids[p] for p in keep]
+        batch.event_ts = [batch.event_ts[p] for p in keep]
+    batch.matrix = rows_matrix(schema, rows)
+
+
+def _column_ok(column: Sequence[object], kind: FeatureKind, missing: bool, max_chars: int) -> bool:
+    """The whole column is of its kind: a few passes in C."""
+    types = set(map(type, column))
+    some_missing = _MISSING in types
+    if some_missing and not missing:
+        return False
+    types.discard(_MISSING)
+    # filter(None, ...) leaves out None, and zeros and empty strings, which change neither
+    # a sum's finiteness nor the longest length
+    present = filter(None, column)
+    if kind == "number":
+        if not _NUMBER_TYPES.issuperset(types):
+            return False
+        try:
+            return math.isfinite(math.fsum(present))  # type: ignore[arg-type]
+        except OverflowError:
+            return False
+    return types <= {str} and max(map(len, present), default=0) <= max_chars  # type: ignore[arg-type]
 
 
 def _reject_non_finite(batch: DecodedBatch, finite: np.ndarray, features: Sequence[str]) -> None:

@@ -45,7 +45,7 @@ from worker.models.holder import Serving
 from worker.models.usage import UsageTally
 from worker.ops.metrics import WorkerMetrics
 from worker.settings import Settings
-from worker.stream.events import Reason, Reject
+from worker.stream.events import Limits, Reason, Reject
 from worker.stream.scoring import ScoredBatch, score_batch
 from worker.stream.transport import (
     Headers,
@@ -213,7 +213,7 @@ class ScoringLoop:
             [r.value for r in records],
             [r.key for r in records],
             serving,
-            self._settings.max_event_bytes,
+            Limits(self._settings.max_event_bytes, self._settings.max_category_chars),
         )
         return OutgoingBatch(
             records, scored, offsets_after(records), scoring_s=time.monotonic() - started

@@ -11,12 +11,11 @@ from typing import Any
 import orjson
 
 from worker.models.holder import Serving
+from worker.stream.events import Limits
 from worker.stream.scoring import score_batch
 
 
-def predict_body(
-    body: bytes, serving: Serving | None, max_event_bytes: int
-) -> tuple[HTTPStatus, Any]:
+def predict_body(body: bytes, serving: Serving | None, limits: Limits) -> tuple[HTTPStatus, Any]:
     """Score one event (an object) or several (a list) synchronously, as the stream would."""
     if serving is None:
         return HTTPStatus.SERVICE_UNAVAILABLE, {"error": "no model loaded yet"}
@@ -38,7 +37,7 @@ def predict_body(
         [orjson.dumps(e) for e in events],
         keys,
         serving,
-        max_event_bytes,
+        limits,
         with_shadows=False,
     )
     if scored.rejects:

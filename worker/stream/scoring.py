@@ -23,10 +23,18 @@ from dataclasses import dataclass, field
 import numpy as np
 import structlog
 
+from worker.models.features import FeatureSchema
 from worker.models.holder import LoadedModel, Serving
 from worker.models.usage import Usage
 from worker.stream.arms import arm_buckets
-from worker.stream.events import DecodedBatch, Reason, Reject, decode_batch, encode_predictions
+from worker.stream.events import (
+    DecodedBatch,
+    Limits,
+    Reason,
+    Reject,
+    decode_batch,
+    encode_predictions,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -63,13 +71,13 @@ def score_batch(
     values: Sequence[bytes | None],
     keys: Sequence[bytes | None],
     serving: Serving,
-    max_event_bytes: int,
+    limits: Limits,
     *,
     with_shadows: bool = True,
 ) -> ScoredBatch:
     primary = serving.primary
-    decoded = decode_batch(values, primary.features, max_event_bytes)
-    reading = _Reading(values, primary.features, max_event_bytes)
+    decoded = decode_batch(values, primary.schema, limits)
+    reading = _Reading(values, primary.schema, limits)
     out = ScoredBatch(rejects=[_naming(r, primary.version) for r in decoded.rejects])
     scored_at = time.time()
     parts: list[tuple[str, LoadedModel, DecodedBatch]] = [("primary", primary, decoded)]
@@ -114,7 +122,7 @@ def _score_arms_together(
     order, with no split and no reordering. False: nothing was recorded; take the general
     path (which also isolates the rows a version cannot score)."""
     primary, canary = models
-    if canary.features != primary.features:
+    if canary.schema != primary.schema:
         return False
     scores = np.empty(len(decoded.accepted))
     timings = []
@@ -124,6 +132,8 @@ def _score_arms_together(
             scores[rows] = model.score(decoded.matrix[rows]) if rows.any() else []
             timings.append((model.version, arm, time.perf_counter() - started))
     except Exception:
+        return False
+    if not np.isfinite(scores).all():
         return False
     labels = [(primary.version, "primary"), (canary.version, "canary")]
     out.predictions = encode_predictions(
@@ -154,19 +164,20 @@ class _Reading:
     """The batch's raw values and how the primary read them."""
 
     values: Sequence[bytes | None]
-    features: tuple[str, ...]
-    max_event_bytes: int
+    schema: FeatureSchema
+    limits: Limits
 
     def rows_for(self, model: LoadedModel, rows: DecodedBatch) -> DecodedBatch:
         """The rows as `model` reads them, with no rejects yet: the primary's matrix when the
-        features agree, its columns when the model needs fewer, else decoded again."""
-        if model.features == self.features:
+        features agree, its columns when the model reads fewer the same way, else decoded
+        again."""
+        if model.features == self.schema.names and model.schema.reads_like(self.schema):
             return dataclasses.replace(rows, rejects=[])
-        if set(model.features) <= set(self.features):
-            columns = [self.features.index(name) for name in model.features]
+        if model.schema.reads_like(self.schema):
+            columns = [self.schema.names.index(name) for name in model.features]
             return dataclasses.replace(rows, matrix=rows.matrix[:, columns], rejects=[])
         values = [self.values[i] for i in rows.accepted]
-        again = decode_batch(values, model.features, self.max_event_bytes)
+        again = decode_batch(values, model.schema, self.limits)
         again.accepted = [rows.accepted[i] for i in again.accepted]
         again.rejects = [
             dataclasses.replace(r, index=rows.accepted[r.index]) for r in again.rejects
@@ -233,7 +244,7 @@ def score_isolating_failures(model: LoadedModel, batch: DecodedBatch) -> np.ndar
     if not batch.accepted:
         return np.empty(0)
     try:
-        return model.score(batch.matrix)
+        whole = model.score(batch.matrix)
     except Exception as exc:
         log.warning(
             "batch.scoring_failed",
@@ -241,6 +252,8 @@ def score_isolating_failures(model: LoadedModel, batch: DecodedBatch) -> np.ndar
             model_version=model.version,
             n=len(batch.accepted),
         )
+    else:
+        return _finite_only(model, batch, whole)
     scores: list[float] = []
     keep: list[int] = []
     for row in range(len(batch.accepted)):
@@ -256,4 +269,24 @@ def score_isolating_failures(model: LoadedModel, batch: DecodedBatch) -> np.ndar
                 )
             )
     batch.keep_rows(keep)
-    return np.array(scores, dtype=np.float64)
+    return _finite_only(model, batch, np.array(scores, dtype=np.float64))
+
+
+def _finite_only(model: LoadedModel, batch: DecodedBatch, scores: np.ndarray) -> np.ndarray:
+    """The scores that are finite numbers; a row the model scored NaN or infinite (a step of
+    a Pipeline can make them from finite input) is rejected as scoring_failed, so no null
+    score reaches the output topic and the version's error rate counts it."""
+    finite = np.isfinite(scores)
+    if finite.all():
+        return scores
+    for row in np.flatnonzero(~finite).tolist():
+        batch.rejects.append(
+            Reject(
+                batch.accepted[row],
+                Reason.SCORING_FAILED,
+                f"model {model.version} gave a score that is not a finite number: "
+                f"{float(scores[row])!r}",
+            )
+        )
+    batch.keep_rows(np.flatnonzero(finite).tolist())
+    return np.asarray(scores[finite])

@@ -25,11 +25,13 @@ import numpy as np
 
 from worker.infra.clients import connect_redis
 from worker.models.artifacts import inspect_estimator
+from worker.models.features import FeatureSchema
 from worker.models.holder import LoadedModel, Serving
 from worker.models.profile import build_profile
 from worker.models.registry import Registry
 from worker.models.route import Canary, Route
 from worker.models.scoring import score_function
+from worker.stream.events import Limits
 from worker.stream.scoring import score_batch
 from worker.tools.bench import Bench, RunResult, prefill, run_passthrough, run_worker
 from worker.tools.synthetic import FEATURES, event_bytes, feature_rows
@@ -105,7 +107,7 @@ def scoring_us(bench: Bench, rows: int = 1000, calls: int = 500) -> dict[str, fl
     score = score_function(joblib.load(bench.model_paths["logistic"]), "classifier")
 
     def loaded(version: str) -> LoadedModel:
-        return LoadedModel(version, "", FEATURES, "classifier", score)
+        return LoadedModel(version, "", FeatureSchema.numbers(FEATURES), "classifier", score)
 
     primary, canary, shadow = loaded("logistic"), loaded(CANARY), loaded(SHADOW)
     reference = feature_rows(2000, seed=1)
@@ -124,7 +126,7 @@ def scoring_us(bench: Bench, rows: int = 1000, calls: int = 500) -> dict[str, fl
     for _ in range(calls):  # interleaved, so a slow moment hits every route alike
         for name, serving in servings.items():
             started = time.perf_counter()
-            score_batch(values, keys, serving, 1_000_000)
+            score_batch(values, keys, serving, Limits(1_000_000))
             timings[name].append(time.perf_counter() - started)
     return {name: float(np.percentile(t, 10)) / rows * 1e6 for name, t in timings.items()}
 

@@ -112,7 +112,7 @@ def test_warm_up_refuses_a_model_that_fails_or_returns_no_finite_score() -> None
         raise ValueError("boom")
 
     with pytest.raises(ArtifactRejected, match="warm-up prediction failed: ValueError: boom"):
-        warm_up(broken, 3)
+        warm_up(broken, np.zeros((1, 3)))
     with pytest.raises(ArtifactRejected, match="not one finite score"):
-        warm_up(lambda matrix: np.array([np.nan]), 3)
-    warm_up(lambda matrix: np.array([0.5]), 3)
+        warm_up(lambda matrix: np.array([np.nan]), np.zeros((1, 3)))
+    warm_up(lambda matrix: np.array([0.5]), np.zeros((1, 3)))

@@ -3,27 +3,32 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from http import HTTPStatus
 
 import numpy as np
 import orjson
+import pytest
 
+from worker.models.features import FeatureSchema
 from worker.models.holder import LoadedModel, Serving
 from worker.models.profile import build_profile
 from worker.models.route import Canary, Route
 from worker.stream.arms import arm_buckets
-from worker.stream.events import Reason
+from worker.stream.events import Limits, Reason
 from worker.stream.predict import predict_body
 from worker.stream.scoring import score_batch
 
-LIMIT = 10_000
+LIMIT = Limits(10_000)
 
 
 def model(
     version: str, features: tuple[str, ...], score: Callable[[np.ndarray], np.ndarray]
 ) -> LoadedModel:
-    return LoadedModel(version, f"sha-{version}", features, "regressor", score)
+    return LoadedModel(
+        version, f"sha-{version}", FeatureSchema.numbers(features), "regressor", score
+    )
 
 
 def first_column_plus(offset: float) -> Callable[[np.ndarray], np.ndarray]:
@@ -222,3 +227,41 @@ def test_the_single_pass_arm_path_counts_each_arm_for_its_own_version() -> None:
     assert scored.usage["v1"].bins is None
     assert scored.usage["v2"].bins is not None
     assert scored.usage["v2"].bins[4:6].tolist() == [0, on_canary]  # scores a + 1000 >= 1000
+
+
+def nan_where_a_is_negative(matrix: np.ndarray) -> np.ndarray:
+    """What a Pipeline step like FunctionTransformer(np.log1p) makes of a value below -1."""
+    with np.errstate(invalid="ignore"):
+        logged: np.ndarray = np.log1p(matrix[:, 0])
+    return logged
+
+
+@pytest.mark.parametrize("arm", ["primary", "canary", "shadow"])
+def test_a_score_that_is_not_a_finite_number_is_dead_lettered_and_counted(arm: str) -> None:
+    """Never a null score downstream: the row is scoring_failed in its version's error rate,
+    and the rest of the batch is scored (a shadow only counts it)."""
+    bad = model("v9", ("a", "b"), nan_where_a_is_negative)
+    values = [event(i, a=-5.0 if i % 4 == 0 else float(i), b=0.0) for i in range(40)]
+    if arm == "primary":
+        chosen = Serving(bad)
+    elif arm == "canary":
+        chosen = Serving(PRIMARY, bad, (), Route(Canary("v9", 50)))
+    else:
+        chosen = Serving(PRIMARY, None, (bad,), Route(None, ("v9",)))
+
+    scored = score_batch(values, keys_for(40), chosen, LIMIT)
+
+    scores = [orjson.loads(p)["score"] for p in scored.predictions + scored.shadow_predictions]
+    assert all(isinstance(s, float) and math.isfinite(s) for s in scores)
+    bad_rows = scored.counts[("v9", arm)]
+    failed = scored.usage["v9"].failed
+    assert failed > 0 and scored.usage["v9"].rows == bad_rows + failed
+    if arm == "shadow":
+        assert scored.shadow_failures["v9"] == failed and scored.rejects == []
+        assert len(scored.predictions) == 40
+        return
+    assert {r.reason for r in scored.rejects} == {Reason.SCORING_FAILED}
+    assert all(r.model_version == "v9" for r in scored.rejects)
+    assert "not a finite number: nan" in scored.rejects[0].detail
+    assert len(scored.rejects) == failed
+    assert sorted(scored.accepted + [r.index for r in scored.rejects]) == list(range(40))

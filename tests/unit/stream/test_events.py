@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from typing import cast
 
 import numpy as np
 import orjson
@@ -11,8 +12,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from worker.models.features import FeatureSchema
 from worker.stream.events import (
     EventRejected,
+    Limits,
     Reason,
     decode_batch,
     decode_event,
@@ -21,6 +24,8 @@ from worker.stream.events import (
 
 FEATURES = ("f0", "f1", "f2")
 LIMIT = 10_000
+SCHEMA = FeatureSchema.numbers(FEATURES)
+LIMITS = Limits(LIMIT)
 
 
 def event(event_id: object = "e-1", **features: object) -> bytes:
@@ -31,7 +36,7 @@ GOOD = event(f0=0.5, f1=2, f2=-1.25)
 
 
 def reason_of(value: bytes | None) -> str:
-    batch = decode_batch([value], FEATURES, LIMIT)
+    batch = decode_batch([value], SCHEMA, LIMITS)
     assert len(batch.rejects) == 1 and not batch.accepted
     return batch.rejects[0].reason
 
@@ -44,7 +49,7 @@ def test_good_event_becomes_a_row_in_model_feature_order() -> None:
             "features": {"f2": 3.0, "extra": "ignored", "f0": 1.0, "f1": 2},
         }
     )
-    batch = decode_batch([value], FEATURES, LIMIT)
+    batch = decode_batch([value], SCHEMA, LIMITS)
     assert batch.rejects == []
     assert batch.matrix.tolist() == [[1.0, 2.0, 3.0]]
     assert batch.event_ids == ["e-1"] and batch.event_ts == [1.5]
@@ -69,7 +74,7 @@ def test_good_event_becomes_a_row_in_model_feature_order() -> None:
         (orjson.dumps({"event_id": "e", "features": [1, 2, 3]}), Reason.MISSING_FEATURES),
         (event(f0=1.0, f1=2.0), Reason.MISSING_FEATURE),
         (event(f0=1.0, f1="2", f2=3.0), Reason.NON_NUMERIC_FEATURE),
-        (event(f0=1.0, f1=None, f2=3.0), Reason.NON_NUMERIC_FEATURE),
+        (event(f0=1.0, f1=None, f2=3.0), Reason.MISSING_FEATURE),  # null is missing
         (event(f0=1.0, f1=True, f2=3.0), Reason.NON_NUMERIC_FEATURE),
         (
             b'{"event_id": "e", "features": {"f0": NaN, "f1": 1, "f2": 1}}',
@@ -97,14 +102,14 @@ def test_each_kind_of_bad_event_gets_its_specific_reason(value: bytes | None, re
 
 def test_python_json_output_with_nan_is_rejected_for_the_feature_not_the_syntax() -> None:
     value = json.dumps({"event_id": "e", "features": {"f0": math.nan, "f1": 1, "f2": 1}}).encode()
-    batch = decode_batch([value], FEATURES, LIMIT)
+    batch = decode_batch([value], SCHEMA, LIMITS)
     assert batch.rejects[0].reason == Reason.NON_FINITE_FEATURE
     assert "'f0'" in batch.rejects[0].detail
 
 
 def test_rejects_keep_their_batch_positions_and_the_rest_is_scored() -> None:
     nan = b'{"event_id": "n", "features": {"f0": NaN, "f1": 1, "f2": 1}}'
-    batch = decode_batch([GOOD, b"junk", nan, GOOD], FEATURES, LIMIT)
+    batch = decode_batch([GOOD, b"junk", nan, GOOD], SCHEMA, LIMITS)
     assert batch.accepted == [0, 3]
     assert sorted((r.index, r.reason) for r in batch.rejects) == [
         (1, Reason.INVALID_JSON),
@@ -115,12 +120,12 @@ def test_rejects_keep_their_batch_positions_and_the_rest_is_scored() -> None:
 
 def test_integer_event_ids_and_missing_ts_are_carried_through() -> None:
     value = orjson.dumps({"event_id": 42, "features": {"f0": 1, "f1": 2, "f2": 3}})
-    batch = decode_batch([value], FEATURES, LIMIT)
+    batch = decode_batch([value], SCHEMA, LIMITS)
     assert batch.event_ids == [42] and batch.event_ts == [None]
 
 
 def test_predictions_carry_id_version_score_and_times() -> None:
-    batch = decode_batch([GOOD], FEATURES, LIMIT)
+    batch = decode_batch([GOOD], SCHEMA, LIMITS)
     [encoded] = encode_predictions(batch, np.array([0.25]), 99.5, [("v7", "canary")])
     assert orjson.loads(encoded) == {
         "event_id": "e-1",
@@ -155,7 +160,7 @@ hostile = (
 @settings(max_examples=300, deadline=None)
 @given(st.lists(hostile, max_size=20))
 def test_any_input_is_either_scored_or_rejected_never_raises(values: list[bytes]) -> None:
-    batch = decode_batch(values, FEATURES, LIMIT)
+    batch = decode_batch(values, SCHEMA, LIMITS)
     indices = batch.accepted + [r.index for r in batch.rejects]
     assert sorted(indices) == list(range(len(values)))
     assert batch.matrix.shape == (len(batch.accepted), len(FEATURES))
@@ -178,7 +183,7 @@ def test_any_input_is_either_scored_or_rejected_never_raises(values: list[bytes]
 )
 def test_valid_features_round_trip_exactly(rows: list[dict[str, float]]) -> None:
     values = [orjson.dumps({"event_id": f"e{i}", "features": row}) for i, row in enumerate(rows)]
-    batch = decode_batch(values, FEATURES, LIMIT)
+    batch = decode_batch(values, SCHEMA, LIMITS)
     assert batch.rejects == []
     expected = [[float(row[name]) for name in FEATURES] for row in rows]
     assert batch.matrix.tolist() == expected
@@ -199,17 +204,18 @@ near_valid = st.fixed_dictionaries(
 def test_batch_decoding_agrees_with_decoding_each_event_alone(values: list[bytes]) -> None:
     """The batch fast path is an optimisation only: same rows, ids, stamps and reasons as the
     exact one-event-at-a-time path."""
-    batch = decode_batch(values, FEATURES, LIMIT)
+    batch = decode_batch(values, SCHEMA, LIMITS)
     accepted, rows, reasons = [], [], {}
     for index, value in enumerate(values):
         try:
-            event_id, ts, row = decode_event(value, FEATURES, LIMIT)
+            event_id, ts, row = decode_event(value, SCHEMA, LIMITS)
         except EventRejected as rejected:
             reasons[index] = rejected.reason
             continue
-        if all(math.isfinite(v) for v in row):
+        numbers = cast("list[float]", row)
+        if all(math.isfinite(v) for v in numbers):
             accepted.append((index, event_id, ts))
-            rows.append([float(v) for v in row])
+            rows.append([float(v) for v in numbers])
         else:
             reasons[index] = Reason.NON_FINITE_FEATURE
     assert list(zip(batch.accepted, batch.event_ids, batch.event_ts, strict=True)) == accepted
@@ -234,7 +240,7 @@ def test_batch_decoding_agrees_with_decoding_each_event_alone(values: list[bytes
 def test_predictions_are_byte_for_byte_the_orjson_of_the_record(
     events: list[tuple[str | int, float | None, float]], version: str, scored_at: float
 ) -> None:
-    batch = decode_batch([], FEATURES, LIMIT)
+    batch = decode_batch([], SCHEMA, LIMITS)
     batch.event_ids = [event_id for event_id, _, _ in events]
     batch.event_ts = [ts for _, ts, _ in events]
     scores = np.array([score for _, _, score in events], dtype=np.float64)

@@ -13,6 +13,7 @@ import orjson
 import pytest
 
 from worker.errors import ScorerError, ServiceUnavailable
+from worker.models.features import FeatureSchema
 from worker.models.holder import LoadedModel, Serving
 from worker.ops.metrics import WorkerMetrics
 from worker.settings import Settings
@@ -105,7 +106,9 @@ class RefusingProducer:
 
 
 def model() -> LoadedModel:
-    return LoadedModel("v1", "sha", ("f0",), "regressor", lambda m: np.zeros(len(m)))
+    return LoadedModel(
+        "v1", "sha", FeatureSchema.numbers(("f0",)), "regressor", lambda m: np.zeros(len(m))
+    )
 
 
 def loop_with(
