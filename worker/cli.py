@@ -237,9 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
         "loadgen",
         parents=[common],
         help="synthetic feature events",
-        description="Send synthetic ad-click feature events (20 features, keyed by event_id) to "
-        "the input topic, optionally with a share of malformed ones to see the dead-letter "
-        "topic at work.",
+        description="Send synthetic ad-click feature events (keyed by event_id) to the input "
+        "topic, optionally with a share of malformed ones to see the dead-letter topic at work.",
         epilog="example: scorer loadgen --count 10000 --rate 500 --bad-fraction 0.01",
         formatter_class=HelpFormatter,
     )
@@ -248,6 +247,13 @@ def build_parser() -> argparse.ArgumentParser:
     loadgen.add_argument("--bad-fraction", type=float, default=0.0)
     loadgen.add_argument("--id-prefix", default="e")
     loadgen.add_argument("--seed", type=int, default=0)
+    loadgen.add_argument(
+        "--profile",
+        choices=["ads", "ctr"],
+        default="ads",
+        help="ads: 20 numeric features f0..f19; ctr: Criteo's shape, 13 counts I1..I13 and 26 "
+        "hashed categories C1..C26, with missing values (null) and Zipf-like frequencies",
+    )
     loadgen.set_defaults(command=cmd_loadgen)
     return parser
 
@@ -265,7 +271,8 @@ def _add_demo_command(
         epilog="examples:\n"
         "  scorer demo --events 20000 --rate 2000\n"
         "  scorer demo --quality --rate 500 --label-delay 2\n"
-        "  scorer demo --scenario drift   # retraining closes the loop on its own",
+        "  scorer demo --scenario drift   # retraining closes the loop on its own\n"
+        "  scorer demo --scenario ctr     # categorical Pipelines, missing values",
         formatter_class=HelpFormatter,
     )
     demo.add_argument("--events", type=int, default=20000)
@@ -280,9 +287,10 @@ def _add_demo_command(
     )
     demo.add_argument(
         "--scenario",
-        choices=["story", "quality", "drift"],
+        choices=["story", "ctr", "quality", "drift"],
         default="story",
-        help="story (default): the end-to-end story; quality: as --quality; drift: the true "
+        help="story (default): the end-to-end story; ctr: the same story with CTR Pipelines "
+        "(13 counts, 26 hashed categories, missing values); quality: as --quality; drift: the true "
         "click probability changes mid-run, the retrainer publishes a candidate fitted on "
         "post-change rows, the monitor promotes it on its verdict (a report and a PNG chart)",
     )
@@ -582,6 +590,7 @@ def cmd_loadgen(args: argparse.Namespace, settings: Settings) -> int:
             id_prefix=args.id_prefix,
             seed=args.seed,
             progress=sys.stderr.isatty(),
+            profile=args.profile,
         )
     finally:
         producer.close()
@@ -625,6 +634,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         from worker.tools.demo_quality import run_quality_demo
 
         return run_quality_demo(args.rate or 500.0, args.label_delay, args.broker, timeout_s=120)
-    from worker.tools.demo import run_demo
+    from worker.tools.demo import CTR, STORY, run_demo
 
-    return run_demo(settings, args.events, args.rate or 2000.0, args.broker)
+    cast = CTR if args.scenario == "ctr" else STORY
+    return run_demo(settings, args.events, args.rate or 2000.0, args.broker, cast)

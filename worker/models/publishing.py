@@ -14,7 +14,7 @@ import numpy as np
 from worker.errors import ArtifactRejected
 from worker.models.artifacts import EstimatorInfo, inspect_estimator
 from worker.models.entry import RegistryEntry
-from worker.models.features import FeatureKind, estimator_kinds, resolve_kinds
+from worker.models.features import FeatureKind, FeatureSchema, estimator_kinds, resolve_kinds
 from worker.models.probe import MissingPolicy, probe_version
 from worker.models.registry import CanaryRequest, Registry
 
@@ -60,13 +60,19 @@ def publish_estimator(
     it takes missing values unless `missing` says."""
     info = inspect_estimator(estimator, features)
     kinds = resolve_kinds(info.features, feature_kinds, estimator_kinds(estimator))
-    probed = probe_version(estimator, info.kind, info.features, kinds, missing)
-    if not probed.schema.plain and (fmt != "joblib" or reference_rows is not None):
+    # the ONNX fidelity check and the drift profile cover numbers without missing values
+    numbers_only = fmt != "joblib" or reference_rows is not None
+    probed = probe_version(
+        estimator, info.kind, info.features, kinds, missing or ("reject" if numbers_only else None)
+    )
+    if numbers_only and not probed.schema.plain:
         raise ArtifactRejected(
-            "ONNX and reference profiles take numbers-only versions without missing values "
-            "for now: publish this one with --format joblib and no --reference"
+            "--format onnx|both and --reference take versions of numbers without missing "
+            "values for now: publish this one with --format joblib and no --reference"
         )
-    profile = reference_of(reference_rows, estimator, info) if reference_rows is not None else None
+    profile = None
+    if reference_rows is not None:
+        profile = reference_of(reference_rows, estimator, info, probed.schema)
     compiled = None
     serve: Runtime = "joblib"
     if fmt != "joblib":
@@ -89,12 +95,15 @@ def publish_estimator(
     return Published(entry, compiled, profile)
 
 
-def reference_of(rows: np.ndarray, estimator: object, info: EstimatorInfo) -> ReferenceProfile:
-    """The drift reference: the rows, and the model's own scores on them."""
+def reference_of(
+    rows: np.ndarray, estimator: object, info: EstimatorInfo, schema: FeatureSchema
+) -> ReferenceProfile:
+    """The drift reference: the rows, and the model's own scores on them as a worker
+    computes them."""
     from worker.models.profile import build_profile
     from worker.models.scoring import score_function
 
-    scores = score_function(estimator, info.kind)(rows)
+    scores = score_function(estimator, info.kind, schema)(rows)
     return build_profile(rows, info.features, scores)
 
 

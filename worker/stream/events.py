@@ -105,13 +105,14 @@ def decode_batch(
 
     Fast path: per event, one orjson parse and three lookups (the feature row in one C call);
     the types are then checked for the whole batch at once. An event the fast path cannot
-    take, or that fails the check, goes through `decode_event`, which names its fault.
-    A version with categories or missing values reads its rows with `dict.get` (absent is
-    missing) and checks them column by column (`_mixed_matrix`); numbers-only versions keep
-    the float path unchanged.
+    take, or that fails the check, goes through `decode_event`, which names its fault (orjson
+    refuses NaN, Infinity and numbers beyond float range, so a non-finite number only ever
+    arrives through it). A version that accepts missing values reads absent features as
+    None; one with categories checks its rows column by column (`_mixed_matrix`).
     """
     features, max_event_bytes = schema.names, limits.max_event_bytes
-    row_of = _row_getter(features) if schema.plain else _lenient_row_getter(features)
+    getter = _lenient_row_getter if schema.accepts_missing else _row_getter
+    row_of = getter(features)
     loads = orjson.loads
     rows: list[Sequence[object]] = []
     ids: list[object] = []
@@ -133,7 +134,7 @@ def decode_batch(
         ids.append(event_id)
         stamps.append(ts)
         batch.accepted.append(index)
-    well_typed = _well_typed if schema.plain else _well_typed_events
+    well_typed = _well_typed_for(schema)
     if not well_typed(rows, ids, stamps):
         keep = _reject_ill_typed(
             batch, rows, ids, stamps, values=values, schema=schema, limits=limits
@@ -146,11 +147,8 @@ def decode_batch(
         batch.accepted = [batch.accepted[i] for i in keep]
     batch.event_ids = ids  # type: ignore[assignment]  # checked above: str or int
     batch.event_ts = [float(ts) if type(ts) is int else ts for ts in stamps]  # type: ignore[misc]
-    if schema.plain:
+    if schema.all_numbers:  # None (missing, where accepted) becomes NaN
         batch.matrix = np.array(rows, dtype=np.float64).reshape(len(rows), len(features))
-        finite = np.asarray(np.isfinite(batch.matrix).all(axis=1))
-        if not finite.all():
-            _reject_non_finite(batch, finite, features)
     else:
         _mixed_matrix(batch, rows, schema, limits)
     batch.rejects.sort(key=lambda reject: reject.index)
@@ -158,6 +156,7 @@ def decode_batch(
 
 
 _NUMBER_TYPES = frozenset((int, float))  # not bool: type(True) is bool
+_NUMBER_OR_MISSING = frozenset((int, float, type(None)))
 _ID_TYPES = frozenset((str, int))
 _TS_TYPES = frozenset((int, float, type(None)))
 _MISSING = type(None)
@@ -187,12 +186,27 @@ def _lenient_row_getter(features: tuple[str, ...]) -> Callable[[Any], Sequence[o
     return row_of
 
 
-def _well_typed(rows: Sequence[Sequence[object]], ids: list[object], stamps: list[object]) -> bool:
-    """Every feature an int or a float, every event_id a non-empty string or an int, every ts
-    absent or a finite number: a few passes in C over the whole batch."""
-    return _NUMBER_TYPES.issuperset(
-        map(type, itertools.chain.from_iterable(rows))
-    ) and _well_typed_events(rows, ids, stamps)
+WellTyped = Callable[[Sequence[Sequence[object]], list[object], list[object]], bool]
+
+
+def _well_typed_for(schema: FeatureSchema) -> WellTyped:
+    """The whole-batch check: the features too for numbers only, the events alone otherwise
+    (categories are checked column by column)."""
+    if not schema.all_numbers:
+        return _well_typed_events
+    allowed = _NUMBER_OR_MISSING if schema.accepts_missing else _NUMBER_TYPES
+
+    def well_typed(
+        rows: Sequence[Sequence[object]], ids: list[object], stamps: list[object]
+    ) -> bool:
+        """Every feature an int or a float (or None where missing is accepted), every
+        event_id a non-empty string or an int, every ts absent or a finite number: a few
+        passes in C over the whole batch."""
+        return allowed.issuperset(
+            map(type, itertools.chain.from_iterable(rows))
+        ) and _well_typed_events(rows, ids, stamps)
+
+    return well_typed
 
 
 def _well_typed_events(
@@ -219,7 +233,7 @@ def _reject_ill_typed(
 ) -> list[int]:
     """Check the parsed events one by one: reject each that fails with its reason, through
     `decode_event`; return the positions of the others."""
-    well_typed = _well_typed if schema.plain else _well_typed_events
+    well_typed = _well_typed_for(schema)
     keep = []
     for position, index in enumerate(batch.accepted):
         if well_typed([rows[position]], [ids[position]], [stamps[position]]):
@@ -437,17 +451,6 @@ def _column_ok(column: Sequence[object], kind: FeatureKind, missing: bool, max_c
         except OverflowError:
             return False
     return types <= {str} and max(map(len, present), default=0) <= max_chars  # type: ignore[arg-type]
-
-
-def _reject_non_finite(batch: DecodedBatch, finite: np.ndarray, features: Sequence[str]) -> None:
-    for row in np.flatnonzero(~finite):
-        name = features[int(np.flatnonzero(~np.isfinite(batch.matrix[row]))[0])]
-        batch.rejects.append(
-            Reject(
-                batch.accepted[row], Reason.NON_FINITE_FEATURE, f"feature {name!r} is not finite"
-            )
-        )
-    batch.keep_rows(np.flatnonzero(finite).tolist())
 
 
 def encode_predictions(

@@ -10,10 +10,12 @@ as a string, a missing value as null (or absent).
 from __future__ import annotations
 
 import math
+import time
 import zlib
 from typing import Any
 
 import numpy as np
+import orjson
 
 COUNTS = tuple(f"I{i}" for i in range(1, 14))
 CATEGORIES = tuple(f"C{i}" for i in range(1, 27))
@@ -154,3 +156,23 @@ PIPELINES = {"ctr-onehot": onehot_pipeline, "ctr-hgb": hgb_pipeline, "ctr-hashed
 def train_ctr(name: str, n: int = 4000, seed: int = 0) -> Any:
     frame = ctr_frame(n, seed)
     return PIPELINES[name]().fit(frame, clicks(frame, seed))
+
+
+def ctr_event_bytes(event_id: str, features: dict[str, object], ts: float | None = None) -> bytes:
+    return orjson.dumps({"event_id": event_id, "ts": ts or time.time(), "features": features})
+
+
+_MALFORMED_VALUES: tuple[dict[str, object], ...] = (
+    {"C1": ["68fd1e64"]},  # invalid_category
+    {"C2": 17},  # invalid_category
+    {"C3": "x" * 300},  # category_too_long
+    {"I1": "3"},  # non_numeric_feature
+    {"I2": True},  # non_numeric_feature
+)
+
+
+def malformed_ctr_event(event_id: str, variant: int, features: dict[str, object]) -> bytes:
+    """A CTR event with one wrong value, or broken bytes: each must be dead-lettered."""
+    if variant % (len(_MALFORMED_VALUES) + 1) == len(_MALFORMED_VALUES):
+        return b'{"event_id": "' + event_id.encode() + b'", "features": {'
+    return ctr_event_bytes(event_id, features | _MALFORMED_VALUES[variant % len(_MALFORMED_VALUES)])

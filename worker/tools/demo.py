@@ -4,6 +4,11 @@ Stack up → train three models → publish v1 (active), v2 and v3 → v2 as a 2
 shadow → two `scorer run` processes → `scorer loadgen` streams events → `scorer model
 promote` (v2) mid-stream → collect every prediction, shadow prediction and dead-letter →
 report → stop everything it started.
+
+Two casts: the story's (20 numbers; logistic regression, gradient boosting) and the CTR one's
+(`--scenario ctr`: 13 counts and 26 hashed categories with missing values; Pipelines (a), (b)
+and (c) of ctr.py, their kinds learnt at publish), whose report adds each version's scores
+against the Pipeline's own on the same events and its AUC against the drawn clicks.
 """
 
 from __future__ import annotations
@@ -14,22 +19,59 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import joblib
 import orjson
 
 from worker.errors import ServiceUnavailable
 from worker.infra.clients import topic_reader
 from worker.settings import Settings, env_name
+from worker.tools import ctr
 from worker.tools.processes import scorer_env, start_module, stop_process, wait_for
 from worker.tools.stack import LOOPBACK, choose_broker, free_port, stack_down, stack_up
-from worker.tools.synthetic import FEATURES, save_model
+from worker.tools.synthetic import FEATURES, train
 from worker.tools.worker_logs import ANY, activation_time, first_times
 
 N_WORKERS = 2
 CANARY_PERCENT = 20
+BAD_FRACTION = 0.01
+
+
+@dataclass(frozen=True)
+class Cast:
+    """What a demo run publishes (v1 active, v2 canary, v3 shadow) and streams."""
+
+    models: tuple[tuple[str, Callable[[], Any], str], ...]  # version, fit, note
+    publish_args: tuple[str, ...]  # beyond the file and version
+    profile: str  # loadgen's
+
+    def fitted(self) -> dict[str, Any]:
+        return {version: fit() for version, fit, _ in self.models}
+
+
+STORY = Cast(
+    (
+        ("v1", lambda: train("logistic", seed=1), "logistic regression"),
+        ("v2", lambda: train("gbm", seed=2), "gradient boosting"),
+        ("v3", lambda: train("logistic", seed=3), "logistic regression, other sample"),
+    ),
+    # the gradient boosting could take missing values; the story shows them dead-lettered
+    ("--features", ",".join(FEATURES), "--missing", "reject"),
+    "ads",
+)
+CTR = Cast(
+    (
+        ("v1", lambda: ctr.train_ctr("ctr-onehot", seed=1), "(a) one-hot + logistic regression"),
+        ("v2", lambda: ctr.train_ctr("ctr-hgb", seed=2), "(b) ordinal + gradient boosting"),
+        ("v3", lambda: ctr.train_ctr("ctr-hashed", seed=3), "(c) hashed + logistic regression"),
+    ),
+    (),  # the kinds and the missing values are learnt from each Pipeline
+    "ctr",
+)
 
 
 @dataclass
@@ -43,13 +85,16 @@ class Collected:
     predictions: int = 0
     dead_letters: set[str] = field(default_factory=set)
     dead_letter_records: int = 0
+    scores: dict[tuple[str, str], float] = field(default_factory=dict)  # (version, event_id)
 
     @property
     def seen(self) -> int:
         return len(self.versions) + len(self.dead_letters)
 
 
-def run_demo(settings: Settings, events: int, rate: float, broker: str = "auto") -> int:
+def run_demo(
+    settings: Settings, events: int, rate: float, broker: str = "auto", cast: Cast = STORY
+) -> int:
     kind, notice = choose_broker(broker)
     state_dir = Path(tempfile.mkdtemp(prefix="scorer-demo-"))
     say(notice)
@@ -61,7 +106,7 @@ def run_demo(settings: Settings, events: int, rate: float, broker: str = "auto")
     demo_settings = Settings(kafka_bootstrap=stack.kafka_bootstrap, redis_url=stack.redis_url)
     workers: list[subprocess.Popen[bytes]] = []
     try:
-        _publish_models(state_dir, env)
+        models = _publish_models(state_dir, env, cast)
         workers = [_start_worker(state_dir, env, i) for i in range(N_WORKERS)]
         wait_for(
             lambda: (
@@ -71,9 +116,11 @@ def run_demo(settings: Settings, events: int, rate: float, broker: str = "auto")
             60,
             f"both workers to load v1 and join the group (logs in {state_dir})",
         )
-        return _stream_and_report(
-            demo_settings, state_dir=state_dir, env=env, workers=workers, events=events, rate=rate
+        collected, sent, activated_at, exit_codes = _stream(
+            demo_settings, env=env, workers=workers, events=events, rate=rate, cast=cast
         )
+        extra = _ctr_lines(collected, models, sent["sent"]) if cast is CTR else []
+        return _report(state_dir, sent, collected, activated_at, exit_codes, extra=extra)
     finally:
         for worker in workers:
             stop_process(worker)
@@ -98,24 +145,23 @@ def scorer(env: dict[str, str], *args: str, capture: bool = False) -> str:
     return done.stdout or ""
 
 
-def _publish_models(state_dir: Path, env: dict[str, str]) -> None:
+def _publish_models(state_dir: Path, env: dict[str, str], cast: Cast) -> dict[str, Any]:
     say(
-        "training v1 (logistic regression), v2 (gradient boosting) and v3 (logistic "
-        "regression on other data) on synthetic clicks"
+        "training "
+        + ", ".join(f"{v} ({note})" for v, _, note in cast.models)
+        + " on synthetic clicks"
     )
-    models = [
-        ("v1", "logistic", 1, "logistic regression"),
-        ("v2", "gbm", 2, "gradient boosting"),
-        ("v3", "logistic", 3, "logistic regression, other sample"),
-    ]
-    for version, kind, seed, note in models:
-        path = save_model(kind, state_dir / f"{version}.joblib", seed=seed)
+    models = cast.fitted()
+    for version, _, note in cast.models:
+        path = state_dir / f"{version}.joblib"
+        joblib.dump(models[version], path)
         activate = ["--activate"] if version == "v1" else []
-        publish = ["publish", str(path), "--version", version, "--features", ",".join(FEATURES)]
+        publish = ["publish", str(path), "--version", version, *cast.publish_args]
         scorer(env, "model", *publish, "--note", note, *activate)
     scorer(env, "model", "canary", "v2", "--percent", str(CANARY_PERCENT), "--reason", "demo")
     scorer(env, "model", "shadow", "v3", "--reason", "demo")
     scorer(env, "model", "list")
+    return models
 
 
 def _start_worker(state_dir: Path, env: dict[str, str], index: int) -> subprocess.Popen[bytes]:
@@ -126,15 +172,16 @@ def _start_worker(state_dir: Path, env: dict[str, str], index: int) -> subproces
     return start_module(["worker", "run"], worker_env, log_path)
 
 
-def _stream_and_report(
+def _stream(
     settings: Settings,
     *,
-    state_dir: Path,
     env: dict[str, str],
     workers: list[subprocess.Popen[bytes]],
     events: int,
     rate: float,
-) -> int:
+    cast: Cast,
+) -> tuple[Collected, dict[str, int], float, list[int]]:
+    """Stream the events, promote v2 a third of the way through, collect what comes back."""
     collected = Collected()
     stop_collecting = threading.Event()
     collector = threading.Thread(target=_collect, args=(settings, collected, stop_collecting))
@@ -150,15 +197,20 @@ def _stream_and_report(
             "--rate",
             str(rate),
             "--bad-fraction",
-            "0.01",
+            str(BAD_FRACTION),
             "--id-prefix",
             "demo",
+            "--profile",
+            cast.profile,
         ],
         env=env,
         stdout=subprocess.PIPE,
         text=True,
     )
-    say(f"$ scorer loadgen --count {events} --rate {rate:g} --bad-fraction 0.01")
+    say(
+        f"$ scorer loadgen --count {events} --rate {rate:g} --bad-fraction {BAD_FRACTION} "
+        f"--profile {cast.profile}"
+    )
     # Promote a third of the way through the stream's time, once predictions flow. (Counting
     # a third of the events back instead made the switch late whenever the collector fell
     # behind the workers, sometimes after the last event.)
@@ -179,7 +231,7 @@ def _stream_and_report(
     stop_collecting.set()
     collector.join()
     exit_codes = [stop_process(worker) for worker in workers]
-    return _report(state_dir, sent, collected, activated_at, exit_codes)
+    return collected, sent, activated_at, exit_codes
 
 
 def _collect(settings: Settings, collected: Collected, stop: threading.Event) -> None:
@@ -199,11 +251,15 @@ def _note(collected: Collected, topic: str, settings: Settings, record: Any) -> 
         return
     prediction = orjson.loads(record.value)
     if topic == settings.shadow_topic:
+        collected.scores[(prediction["model_version"], prediction["event_id"])] = prediction[
+            "score"
+        ]
         collected.shadow_ids.add(prediction["event_id"])
         collected.arms[(prediction["model_version"], "shadow")] += 1
         return
     collected.predictions += 1
     version, arm = prediction["model_version"], prediction["arm"]
+    collected.scores[(version, prediction["event_id"])] = prediction["score"]
     if prediction["event_id"] not in collected.versions:
         collected.arms[(version, arm)] += 1
     collected.versions[prediction["event_id"]] = version
@@ -216,6 +272,8 @@ def _report(
     collected: Collected,
     activated_at: float,
     exit_codes: list[int],
+    *,
+    extra: list[tuple[str, bool]],
 ) -> int:
     expected = {f"demo-{i}" for i in range(sent["sent"])}
     scored = set(collected.versions)
@@ -236,6 +294,7 @@ def _report(
         and len(collected.dead_letters) == sent["bad"]
         and len(loaded_v2) == N_WORKERS
         and exit_codes == [0] * N_WORKERS
+        and all(good for _, good in extra)
     )
     lines = [
         "",
@@ -261,6 +320,7 @@ def _report(
             if loaded_v2
             else "never"
         ),
+        *(line for line, _ in extra),
         f"workers exited with         {exit_codes} after SIGTERM",
         f"every event_id accounted    {'yes' if not missing and not both else 'NO'}"
         + (f" (missing {len(missing)}, in both {len(both)})" if missing or both else ""),
@@ -272,3 +332,38 @@ def _report(
 
 def _logs(state_dir: Path) -> list[Path]:
     return sorted(state_dir.glob("worker-*.log"))
+
+
+def _ctr_lines(collected: Collected, models: dict[str, Any], sent: int) -> list[tuple[str, bool]]:
+    """Each version's scores against its Pipeline's own predict_proba on the same events (the
+    frames loadgen drew them from, made again from the same seeds), and its AUC against the
+    clicks drawn from the known probability. (line, whether it holds)"""
+    import numpy as np
+    import pandas as pd
+    from sklearn.metrics import roc_auc_score
+
+    frame = pd.concat(
+        [ctr.ctr_frame(min(1000, sent - start), start) for start in range(0, sent, 1000)],
+        ignore_index=True,
+    )
+    drawn = np.concatenate(
+        [ctr.clicks(frame.iloc[start : start + 1000], start) for start in range(0, sent, 1000)]
+    )
+    lines = []
+    for version, model in sorted(models.items()):
+        rows = [int(e.removeprefix("demo-")) for v, e in collected.scores if v == version]
+        if not rows:
+            lines.append((f"{version:<28}no predictions", False))
+            continue
+        ours = np.array([collected.scores[(version, f"demo-{i}")] for i in rows])
+        theirs = model.predict_proba(frame.iloc[rows])[:, 1]
+        gap = float(np.abs(ours - theirs).max())
+        auc = roc_auc_score(drawn[rows], ours)
+        lines.append(
+            (
+                f"{version} against its Pipeline    largest score difference {gap:.1e} over "
+                f"{len(rows)} events; AUC {auc:.3f} against the drawn clicks",
+                gap <= 1e-9,
+            )
+        )
+    return lines

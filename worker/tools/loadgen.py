@@ -1,17 +1,27 @@
-"""Synthetic ad-click events at a steady rate, optionally with a fraction of malformed ones."""
+"""Synthetic ad-click events at a steady rate, optionally with a fraction of malformed ones.
+
+Profiles: `ads`, 20 numbers (synthetic.py); `ctr`, Criteo's shape of 13 counts and 26 hashed
+categories with missing values (ctr.py)."""
 
 from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 from kafka import KafkaProducer
 from tqdm import tqdm
 
+from worker.tools.ctr import ctr_event_bytes, ctr_frame, event_features, malformed_ctr_event
 from worker.tools.synthetic import event_bytes, feature_rows, malformed_event
 
 _CHUNK = 1000
+Profile = Literal["ads", "ctr"]
+PROFILES: tuple[Profile, ...] = ("ads", "ctr")
+# one chunk's events: (event_id, index) -> bytes, good and malformed
+Encoders = tuple[Callable[[str, int], bytes], Callable[[str, int], bytes]]
 
 
 @dataclass
@@ -35,6 +45,7 @@ def generate(
     id_prefix: str = "e",
     seed: int = 0,
     progress: bool = True,
+    profile: Profile = "ads",
 ) -> LoadgenResult:
     """Send `count` events keyed by event_id; rate 0 means as fast as possible."""
     chooser = random.Random(seed)
@@ -42,23 +53,36 @@ def generate(
     started = time.monotonic()
     with tqdm(total=count, unit="ev", disable=not progress, mininterval=0.5) as bar:
         for chunk_start in range(0, count, _CHUNK):
-            rows = feature_rows(min(_CHUNK, count - chunk_start), seed + chunk_start)
-            for offset, row in enumerate(rows):
+            size = min(_CHUNK, count - chunk_start)
+            good, bad = _encoders(profile, size, seed + chunk_start)
+            for offset in range(size):
                 index = chunk_start + offset
                 event_id = f"{id_prefix}-{index}"
                 if chooser.random() < bad_fraction:
-                    value = malformed_event(event_id, index)
+                    value = bad(event_id, index)
                     result.bad_ids.append(event_id)
                 else:
-                    value = event_bytes(event_id, row)
+                    value = good(event_id, offset)
                     result.good_ids.append(event_id)
                 producer.send(topic, key=event_id.encode(), value=value)
                 if rate > 0:
                     _pace(started, index + 1, rate)
-            bar.update(len(rows))
+            bar.update(size)
     producer.flush()
     result.seconds = time.monotonic() - started
     return result
+
+
+def _encoders(profile: Profile, size: int, seed: int) -> Encoders:
+    """How one chunk's good events (by their offset in it) and malformed ones are made."""
+    if profile == "ctr":
+        rows = event_features(ctr_frame(size, seed))
+        return (
+            lambda event_id, offset: ctr_event_bytes(event_id, rows[offset]),
+            lambda event_id, index: malformed_ctr_event(event_id, index, rows[index % size]),
+        )
+    numbers = feature_rows(size, seed)
+    return lambda event_id, offset: event_bytes(event_id, numbers[offset]), malformed_event
 
 
 def _pace(started: float, sent: int, rate: float) -> None:

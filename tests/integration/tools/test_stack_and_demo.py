@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -134,4 +135,19 @@ def test_demo_tells_the_whole_story_and_accounts_for_every_event(tmp_path: Path)
     assert "v1: " in report and "v2: " in report
     for arm in ("v1 primary: ", "v2 canary: ", "v2 primary: ", "v3 shadow: "):
         assert arm in report
+    assert "result                      OK" in report
+
+
+def test_the_ctr_demo_scores_each_pipeline_as_its_own_predict_proba(tmp_path: Path) -> None:
+    """Pipelines (a), (b) and (c) published with their kinds learnt, CTR events with missing
+    values and wrong ones streamed: each version's scores equal its Pipeline's."""
+    done = run_scorer(
+        None, "demo", "--scenario", "ctr", "--events", "9000", "--rate", "1000", cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = done.stdout[done.stdout.index("=== demo report ===") :]
+    assert "every event_id accounted    yes" in report
+    gaps = re.findall(r"(v\d) against its Pipeline +largest score difference (\S+)", report)
+    assert [v for v, _ in gaps] == ["v1", "v2", "v3"]
+    assert all(float(gap) <= 1e-9 for _, gap in gaps)
     assert "result                      OK" in report

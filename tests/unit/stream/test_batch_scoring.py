@@ -265,3 +265,23 @@ def test_a_score_that_is_not_a_finite_number_is_dead_lettered_and_counted(arm: s
     assert "not a finite number: nan" in scored.rejects[0].detail
     assert len(scored.rejects) == failed
     assert sorted(scored.accepted + [r.index for r in scored.rejects]) == list(range(40))
+
+
+def test_predict_takes_category_and_missing_values_as_the_stream_does() -> None:
+    schema = FeatureSchema(("a", "c"), ("number", "category"), accepts_missing=True)
+
+    def by_category(matrix: np.ndarray) -> np.ndarray:
+        return np.array([1.0 if c == "x" else 0.0 for c in matrix[:, 1]])
+
+    mixed = LoadedModel("v5", "sha", schema, "regressor", by_category)
+    events = [
+        {"event_id": "e-1", "features": {"a": 1, "c": "x"}},
+        {"event_id": "e-2", "features": {"a": None}},
+    ]
+    status, answer = predict_body(orjson.dumps(events), Serving(mixed), LIMIT)
+    assert status == HTTPStatus.OK
+    assert [p["score"] for p in answer] == [1.0, 0.0]
+    bad = {"event_id": "e-3", "features": {"a": 1, "c": ["x"]}}
+    status, refused = predict_body(orjson.dumps(bad), Serving(mixed), LIMIT)
+    assert status == HTTPStatus.BAD_REQUEST
+    assert refused["events"][0]["error"] == "invalid_category"
