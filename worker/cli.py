@@ -196,11 +196,12 @@ def build_parser() -> argparse.ArgumentParser:
             "monitor",
             "compiled",
             "retrain",
+            "ctr",
         ],
         default="throughput",
         metavar="MODE",
         help="throughput (default), latency, swap, backlog, rebalance, experiments, monitor, "
-        "compiled or retrain",
+        "compiled, retrain or ctr",
     )
     bench.add_argument(
         "--events", type=int, help="events pre-filled (default 50000; backlog: 1000000)"

@@ -56,6 +56,10 @@ class FeatureSchema:
     def categories(self) -> tuple[str, ...]:
         return tuple(n for n, k in zip(self.names, self.kinds, strict=True) if k == "category")
 
+    def select_kinds(self, names: Sequence[str]) -> set[FeatureKind]:
+        kinds = self.kinds_by_name()
+        return {kinds[name] for name in names}
+
     def kinds_by_name(self) -> dict[str, FeatureKind]:
         return dict(zip(self.names, self.kinds, strict=True))
 
@@ -75,15 +79,18 @@ class FeatureSchema:
             return np.asarray(matrix, dtype=np.float64)
         return matrix
 
-    def frame(self, matrix: np.ndarray) -> Any:
-        """A DataFrame with the estimator's column names: float64 numbers, object categories."""
+    def frame(self, matrix: np.ndarray, names: Sequence[str] | None = None) -> Any:
+        """A DataFrame with the estimator's column names (or these of them): float64 numbers,
+        object categories."""
         import pandas as pd
 
+        kinds = self.kinds_by_name()
+        chosen = list(self.names if names is None else names)
         columns = {
-            name: matrix[:, i] if kind == "category" else matrix[:, i].astype(np.float64)
-            for i, (name, kind) in enumerate(zip(self.names, self.kinds, strict=True))
+            name: matrix[:, i] if kinds[name] == "category" else matrix[:, i].astype(np.float64)
+            for name, i in zip(chosen, map(self.names.index, chosen), strict=True)
         }
-        return pd.DataFrame(columns, columns=list(self.names), copy=False)
+        return pd.DataFrame(columns, columns=chosen, copy=False)
 
 
 def parse_kinds(spec: str) -> dict[str, FeatureKind]:
@@ -168,10 +175,10 @@ def _takes_text(part: Any) -> bool:
     return False
 
 
-def known_categories(estimator: Any) -> dict[str, object]:
-    """One category each encoder was fitted on, by column name where a ColumnTransformer says
-    which: the probe rows use them, so an encoder that refuses unknown values still scores."""
-    known: dict[str, object] = {}
+def known_categories(estimator: Any) -> dict[str, list[str]]:
+    """The text categories each encoder was fitted on, by column name where a ColumnTransformer
+    says which: probe rows use them, so an encoder that refuses unknown values still scores."""
+    known: dict[str, list[str]] = {}
     for transformer in _parts(estimator):
         for _, part, columns in getattr(transformer, "transformers_", ()):
             if isinstance(part, str):
@@ -182,7 +189,7 @@ def known_categories(estimator: Any) -> dict[str, object]:
                 ):
                     present = [v for v in np.asarray(values).tolist() if isinstance(v, str)]
                     if present:
-                        known.setdefault(name, present[0])
+                        known.setdefault(name, present)
     return known
 
 

@@ -61,7 +61,7 @@ def probe_version(
     schema = FeatureSchema(tuple(names), tuple(kinds), False, form_of(estimator))
     known = known_categories(estimator)
     row = tuple(
-        known.get(name, "") if k == "category" else 0.0
+        (known.get(name) or [""])[0] if k == "category" else 0.0
         for name, k in zip(schema.names, schema.kinds, strict=True)
     )
     scores = _scores(estimator, kind, schema, [row])

@@ -10,6 +10,7 @@ from typing import Any, Literal
 import numpy as np
 
 from worker.models.features import FeatureSchema
+from worker.models.plan import column_plan
 
 ModelKind = Literal["classifier", "regressor"]
 ScoreFn = Callable[[np.ndarray], np.ndarray]
@@ -25,6 +26,7 @@ def score_function(estimator: Any, kind: ModelKind, schema: FeatureSchema | None
     from sklearn import config_context  # at model load, so the registry's commands start fast
 
     predict = estimator.predict_proba if kind == "classifier" else estimator.predict
+    plan = column_plan(estimator, schema, predict) if schema and schema.form == "frame" else None
 
     def score(matrix: np.ndarray) -> np.ndarray:
         # Rows were checked while decoding (finite, NaN only where the version accepts
@@ -37,8 +39,11 @@ def score_function(estimator: Any, kind: ModelKind, schema: FeatureSchema | None
             np.errstate(all="ignore"),
         ):
             warnings.filterwarnings("ignore", message=_FEATURE_NAMES_WARNING)
-            rows = schema.model_input(matrix) if schema is not None else matrix
-            output = np.asarray(predict(rows), dtype=np.float64)
+            if plan is not None:
+                output = np.asarray(plan(matrix), dtype=np.float64)
+            else:
+                rows = schema.model_input(matrix) if schema is not None else matrix
+                output = np.asarray(predict(rows), dtype=np.float64)
         return output[:, 1] if kind == "classifier" else output.reshape(len(matrix))
 
     return score

@@ -3,9 +3,12 @@
 - passthrough: the ceiling. Consume → produce the bytes unchanged → flush → commit, with the
   same Kafka client, settings and delivery order as the worker; no decoding, no model.
 - tutorial: the per-event loop most examples show. json.loads, predict on one row, send.
+- dataframe: the batched loop a team would write for a Pipeline fitted on a DataFrame: consume
+  a batch, orjson each event, one DataFrame of their features, one predict_proba, produce each
+  prediction, flush, commit.
 
-`python -m worker.tools.baselines passthrough|tutorial --limit N [--model FILE]`, settings from
-the SCORER_* environment like `scorer run`.
+`python -m worker.tools.baselines passthrough|tutorial|dataframe --limit N [--model FILE]`,
+settings from the SCORER_* environment like `scorer run`.
 """
 
 from __future__ import annotations
@@ -90,9 +93,51 @@ def tutorial(settings: Settings, limit: int, model_path: str, stopping: threadin
     producer.close()
 
 
+def dataframe_loop(
+    settings: Settings, limit: int, model_path: str, stopping: threading.Event
+) -> None:
+    """Batched and straightforward: no checks of the values, no dead letters."""
+    import orjson
+    import pandas as pd
+
+    model = joblib.load(model_path)
+    columns = list(model.feature_names_in_)
+    consumer = scoring_consumer(settings)
+    producer = scoring_producer(settings)
+    consumer.subscribe([settings.input_topic], NoRebalanceWork())
+    done = 0
+    while done < limit and not stopping.is_set():
+        records = consumer.poll_batch(settings.poll_timeout_ms, settings.batch_max_records)
+        if not records:
+            continue
+        events = [orjson.loads(r.value) for r in records]
+        frame = pd.DataFrame.from_records([e["features"] for e in events], columns=columns)
+        scores = model.predict_proba(frame)[:, 1].tolist()
+        now = time.time()
+        values = [
+            orjson.dumps(
+                {
+                    "event_id": e["event_id"],
+                    "model_version": "dataframe",
+                    "score": score,
+                    "event_ts": e.get("ts"),
+                    "scored_at": now,
+                }
+            )
+            for e, score in zip(events, scores, strict=True)
+        ]
+        producer.send_many(settings.output_topic, values, [r.key for r in records])
+        if producer.flush(settings.delivery_timeout_s):
+            raise SystemExit("dataframe: the broker did not acknowledge a batch")
+        consumer.commit(offsets_after(records), settings.delivery_timeout_s)
+        done += len(records)
+    consumer.close()
+    producer.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("kind", choices=["passthrough", "tutorial"])
+    parser.add_argument("kind", choices=["passthrough", "tutorial", "dataframe"])
     parser.add_argument("--limit", type=int, required=True)
     parser.add_argument("--model", help="joblib file (tutorial only)")
     args = parser.parse_args()
@@ -102,6 +147,7 @@ def main() -> None:
     run: dict[str, Any] = {
         "passthrough": lambda: passthrough(settings, args.limit, stopping),
         "tutorial": lambda: tutorial(settings, args.limit, args.model, stopping),
+        "dataframe": lambda: dataframe_loop(settings, args.limit, args.model, stopping),
     }
     run[args.kind]()
 

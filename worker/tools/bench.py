@@ -20,6 +20,8 @@ joins are not counted. Modes:
   worker's own rate, and the memory a join window holds (bench_monitor.py).
 - retrain: `scorer retrain` joining events to their clicks while it fits, beside the worker's
   own rate, and its memory per window size (bench_retrain.py).
+- ctr: the CTR Pipelines on CTR events, beside the ceiling and a hand-written batched
+  DataFrame loop, and the decode and scoring costs per event (bench_ctr.py).
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ from worker.models.artifacts import inspect_estimator
 from worker.models.registry import Registry
 from worker.models.route import Route
 from worker.settings import Settings, env_name
-from worker.tools.loadgen import generate
+from worker.tools.loadgen import Profile, generate
 from worker.tools.proc_stats import CpuWindow, tree_peak_rss_mb, tree_rss_mb
 from worker.tools.processes import scorer_env, start_module, stop_process, wait_for
 from worker.tools.stack import (
@@ -206,10 +208,10 @@ def run_throughput(bench: Bench) -> dict[str, Any]:
     return _summarise(results)
 
 
-def prefill(bench: Bench, topic: str, count: int) -> None:
+def prefill(bench: Bench, topic: str, count: int, profile: Profile = "ads") -> None:
     producer = build_producer(bench.settings.replace(linger_ms=20))
     try:
-        generate(producer, topic, count, id_prefix="b", progress=True)
+        generate(producer, topic, count, id_prefix="b", progress=True, profile=profile)
     finally:
         producer.close()
 
@@ -269,23 +271,21 @@ def run_passthrough(bench: Bench, input_topic: str) -> RunResult:
 
 
 def _run_tutorial(bench: Bench, input_topic: str) -> RunResult:
-    output = bench.topic("bench-out")
     limit = min(bench.options.baseline_events, bench.options.events)
+    return run_baseline(bench, input_topic, "tutorial", limit, bench.model_paths["logistic"])
+
+
+def run_baseline(bench: Bench, input_topic: str, kind: str, limit: int, model: Path) -> RunResult:
+    """One of baselines.py's loops scoring `limit` events of the pre-filled topic."""
+    output = bench.topic("bench-out")
     process = bench.start(
-        [
-            "worker.tools.baselines",
-            "tutorial",
-            "--limit",
-            str(limit),
-            "--model",
-            str(bench.model_paths["logistic"]),
-        ],
-        f"tutorial-{output}.log",
+        ["worker.tools.baselines", kind, "--limit", str(limit), "--model", str(model)],
+        f"{kind}-{output}.log",
         input_topic=input_topic,
         output_topic=output,
         group_id=f"g-{output}",
     )
-    return _measure(bench, process, output, limit, "tutorial")
+    return _measure(bench, process, output, limit, kind)
 
 
 def _measure(
@@ -684,6 +684,7 @@ SIDE_MODES = {
     "compiled": "bench_compiled",
     "monitor": "bench_monitor",
     "retrain": "bench_retrain",
+    "ctr": "bench_ctr",
 }
 
 

@@ -1,0 +1,151 @@
+"""`scorer bench --mode ctr`: the CTR Pipelines of ctr.py on CTR events (13 counts and 26
+hashed categories, with missing values), side by side.
+
+Reported: the worker's throughput with Pipeline (a) (one-hot + logistic regression) and (b)
+(ordinal + histogram gradient boosting) beside the passthrough ceiling and a hand-written
+batched loop that builds a DataFrame and calls predict_proba (baselines.py `dataframe`),
+interleaved over the rounds (each ratio the median of the rounds' own); and, in this process
+with no Kafka, what each step costs per event: decoding a 39-field mixed event beside today's
+20-number one, and scoring through the column plan (plan.py) beside scikit-learn's own
+Pipeline on a DataFrame.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import joblib
+
+from worker.infra.clients import connect_redis
+from worker.models.features import FeatureSchema
+from worker.models.publishing import publish_estimator
+from worker.models.registry import Registry
+from worker.models.scoring import score_function
+from worker.stream.events import Limits, decode_batch
+from worker.tools import ctr
+from worker.tools.bench import Bench, RunResult, prefill, run_baseline, run_passthrough, run_worker
+from worker.tools.synthetic import FEATURES, event_bytes, feature_rows
+
+CEILING = "passthrough (ceiling)"
+HANDWRITTEN = "hand-written DataFrame loop, ctr-onehot"
+MODELS = ("ctr-onehot", "ctr-hgb")
+_BATCH, _REPEATS, _ROUNDS = 1000, 15, 7
+
+
+def run(bench: Bench) -> dict[str, Any]:
+    models = _publish(bench)
+    input_topic = bench.topic("bench-in")
+    prefill(bench, input_topic, bench.options.events, profile="ctr")
+    variants: dict[str, Callable[[], RunResult]] = {
+        CEILING: lambda: run_passthrough(bench, input_topic)
+    }
+    for name in MODELS:
+        variants[f"worker, {name}"] = _worker(bench, input_topic, name)
+    variants[HANDWRITTEN] = lambda: run_baseline(
+        bench, input_topic, "dataframe", bench.options.events, models["ctr-onehot"][1]
+    )
+    runs: dict[str, list[RunResult]] = {name: [] for name in variants}
+    for _ in range(bench.options.rounds):
+        for name, measure in variants.items():
+            runs[name].append(measure())
+    return {"rows": summarise(runs), "per_event_us": costs({n: m for n, (m, _) in models.items()})}
+
+
+def _worker(bench: Bench, input_topic: str, version: str) -> Callable[[], RunResult]:
+    return lambda: run_worker(bench, input_topic, version)
+
+
+def _publish(bench: Bench) -> dict[str, tuple[Any, Path]]:
+    """Each Pipeline fitted on 20,000 CTR rows and published through the ordinary publish
+    path (kinds learnt, probe rows scored), if not there yet."""
+    registry = Registry(connect_redis(bench.settings), "bench", "bench:active")
+    existing = {entry.version for entry in registry.versions()}
+    models = {}
+    for name in MODELS:
+        model = ctr.train_ctr(name, n=20_000, seed=1)
+        path = bench.work_dir / f"{name}.joblib"
+        joblib.dump(model, path)
+        models[name] = (model, path)
+        if name not in existing:
+            data = path.read_bytes()
+            publish_estimator(
+                registry, data, model, name, features=None, note="bench", signing_key=""
+            )
+    return models
+
+
+def summarise(runs: dict[str, list[RunResult]]) -> dict[str, Any]:
+    ceiling = [r.events_per_s for r in runs[CEILING]]
+    handwritten = [r.events_per_s for r in runs[HANDWRITTEN]]
+    rows = {}
+    for name, results in runs.items():
+        rates = [r.events_per_s for r in results]
+        rows[name] = {
+            "events_per_s": round(statistics.median(rates)),
+            "runs": [round(r) for r in rates],
+            "ratio_to_ceiling": _ratio(rates, ceiling),
+            "ratio_to_handwritten": _ratio(rates, handwritten),
+            "peak_rss_mb": round(statistics.median(r.peak_rss_mb for r in results), 1),
+        }
+    return rows
+
+
+def _ratio(rates: list[float], reference: list[float]) -> float:
+    return round(statistics.median(r / c for r, c in zip(rates, reference, strict=True)), 3)
+
+
+def costs(models: dict[str, Any]) -> dict[str, float]:
+    """µs per event in this process, each the median over interleaved rounds: decoding (a
+    39-field CTR event, a 20-number one) and scoring (the worker's score function, with its
+    column plan, and the Pipeline on a DataFrame of the same rows)."""
+    frame = ctr.ctr_frame(_BATCH, seed=9)
+    mixed = [ctr.ctr_event_bytes(f"e-{i}", f) for i, f in enumerate(ctr.event_features(frame))]
+    numbers = [event_bytes(f"e-{i}", row) for i, row in enumerate(feature_rows(_BATCH))]
+    kinds = ("number",) * len(ctr.COUNTS) + ("category",) * len(ctr.CATEGORIES)
+    schema = FeatureSchema(ctr.FEATURES, kinds, True, "frame")  # type: ignore[arg-type]
+    limits = Limits(1_000_000)
+    decoded = decode_batch(mixed, schema, limits)
+    timed: dict[str, Callable[[], object]] = {
+        "decode, 39-field CTR event": lambda: decode_batch(mixed, schema, limits),
+        "decode, 20 numbers": lambda: decode_batch(
+            numbers, FeatureSchema.numbers(FEATURES), limits
+        ),
+    }
+    for name, model in models.items():
+        timed[f"score {name}, column plan"] = _call(
+            score_function(model, "classifier", schema), decoded.matrix
+        )
+        timed[f"score {name}, scikit-learn on a DataFrame"] = _call(
+            model.predict_proba, schema.frame(decoded.matrix)
+        )
+    samples: dict[str, list[float]] = {name: [] for name in timed}
+    for _ in range(_ROUNDS):
+        for name, call in timed.items():
+            started = time.perf_counter()
+            for _ in range(_REPEATS):
+                call()
+            samples[name].append((time.perf_counter() - started) / _REPEATS / _BATCH * 1e6)
+    return {name: round(statistics.median(values), 2) for name, values in samples.items()}
+
+
+def _call(function: Callable[[Any], object], argument: Any) -> Callable[[], object]:
+    return lambda: function(argument)
+
+
+def render(result: dict[str, Any]) -> str:
+    lines = [
+        f"{'':42}{'events/s':>10}{'x ceiling':>11}{'x hand-written':>16}{'peak RSS':>10}",
+        *(
+            f"{name:<42}{row['events_per_s']:>10,}{row['ratio_to_ceiling']:>11.2f}"
+            f"{row['ratio_to_handwritten']:>16.2f}{row['peak_rss_mb']:>7.0f} MB"
+            for name, row in result["rows"].items()
+        ),
+        "",
+        "per event, in this process (µs)",
+        *(f"  {name:<52}{us:>8.2f}" for name, us in result["per_event_us"].items()),
+    ]
+    return "\n".join(lines)
