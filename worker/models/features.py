@@ -77,7 +77,7 @@ class FeatureSchema:
             return self.frame(matrix)
         if self.all_numbers:
             return np.asarray(matrix, dtype=np.float64)
-        return matrix
+        return _nan_for_none(matrix)
 
     def frame(self, matrix: np.ndarray, names: Sequence[str] | None = None) -> Any:
         """A DataFrame with the estimator's column names (or these of them): float64 numbers,
@@ -86,8 +86,10 @@ class FeatureSchema:
 
         kinds = self.kinds_by_name()
         chosen = list(self.names if names is None else names)
-        columns = {
-            name: matrix[:, i] if kinds[name] == "category" else matrix[:, i].astype(np.float64)
+        columns = {  # astype: None becomes NaN
+            name: _nan_for_none(matrix[:, i])
+            if kinds[name] == "category"
+            else matrix[:, i].astype(np.float64)
             for name, i in zip(chosen, map(self.names.index, chosen), strict=True)
         }
         return pd.DataFrame(columns, columns=chosen, copy=False)
@@ -206,15 +208,22 @@ def parse_form(form: str) -> InputForm:
 
 def rows_matrix(schema: FeatureSchema, rows: Sequence[Sequence[object]]) -> np.ndarray:
     """Checked feature rows (None where missing) as the matrix every version's scoring takes:
-    float64 with NaN for numbers only, else an object matrix whose missing values are NaN."""
+    float64 with NaN for numbers only, else an object matrix holding None where missing (each
+    form the estimator takes gives it NaN: `model_input`, `frame`, the column plan)."""
     shape = (len(rows), len(schema.names))
     if schema.all_numbers:
         return np.array(rows, dtype=np.float64).reshape(shape)  # None becomes NaN
     matrix = np.empty(shape, dtype=object)
-    if not rows:
-        return matrix
-    matrix[:] = rows
-    for j in range(shape[1]):
-        column = matrix[:, j]  # a view: NaN is written into the matrix
-        column[np.equal(column, None)] = np.nan  # type: ignore[call-overload]
+    if rows:
+        matrix[:] = rows
     return matrix
+
+
+def _nan_for_none(values: np.ndarray) -> np.ndarray:
+    """The values with NaN where None (a copy only where there is one)."""
+    missing = np.equal(values, None)  # type: ignore[call-overload]
+    if not missing.any():
+        return values
+    values = values.copy()
+    values[missing] = np.nan
+    return values

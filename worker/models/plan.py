@@ -162,13 +162,14 @@ def _plain_encoder(encoder: Any) -> bool:
 
 
 Lookup = dict[object, int]
-_MISSING: object = np.nan  # the object rows_matrix writes for a missing value
+_MISSING: object = np.nan  # a missing value as pandas holds it
 
 
 def _lookups(encoder: Any, missing_code: int | None = None) -> list[Lookup]:
-    """Per column: {category: its index}, and for a missing value (the np.nan object that
-    rows_matrix writes, found by identity) the missing category's index, or `missing_code`
-    (the encoder's own code for it) where given; a value found nowhere is -1 (never seen)."""
+    """Per column: {category: its index}, and for a missing value (None, as rows_matrix holds
+    it, or the np.nan object, found by identity) the missing category's index, or
+    `missing_code` (the encoder's own code for it) where given; a value found nowhere is -1
+    (never seen)."""
     lookups = []
     for categories in encoder.categories_:
         values = list(categories)
@@ -177,7 +178,8 @@ def _lookups(encoder: Any, missing_code: int | None = None) -> list[Lookup]:
         if len(index) + len(fitted_missing) != len(values):
             raise _Unplannable  # categories that are not text
         if fitted_missing:
-            index[_MISSING] = fitted_missing[0] if missing_code is None else missing_code
+            code = fitted_missing[0] if missing_code is None else missing_code
+            index[None] = index[_MISSING] = code
         lookups.append(index)
     return lookups
 
