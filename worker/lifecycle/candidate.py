@@ -27,6 +27,7 @@ import numpy as np
 from worker.lifecycle.quality import ClassifierQuality, Comparison, classifier_quality
 from worker.lifecycle.quality import compare_paired_auc as compare
 from worker.lifecycle.training_rows import Matrix
+from worker.models.features import FeatureSchema
 from worker.models.scoring import score_function
 
 
@@ -90,25 +91,29 @@ def split_by_time(matrix: Matrix, holdout_share: float) -> Split | None:
     )
 
 
-def fit_candidate(active: Any, method: str, x: np.ndarray, y: np.ndarray) -> tuple[Any, str]:
+def fit_candidate(
+    active: Any, method: str, x: np.ndarray, y: np.ndarray, schema: FeatureSchema
+) -> tuple[Any, str]:
     """The candidate and the method used (partial_fit falls back to refit where the estimator
-    has none)."""
+    has none), fitted on the rows in the form the active version takes them (a Pipeline fitted
+    on a DataFrame gets one, with its category and missing values)."""
+    rows = schema.model_input(x)
     if method == "partial_fit" and hasattr(active, "partial_fit"):
         updated = copy.deepcopy(active)
-        updated.partial_fit(x, y)
+        updated.partial_fit(rows, y)
         return updated, "partial_fit"
     from sklearn.base import clone
 
-    return clone(active).fit(x, y), "refit"
+    return clone(active).fit(rows, y), "refit"
 
 
 def judge_on_holdout(
-    candidate: Any, primary: Any, split: Split, threshold: float
+    candidate: Any, primary: Any, split: Split, threshold: float, schema: FeatureSchema
 ) -> tuple[Holdout, str | None]:
     """The holdout figures, and why the candidate is not published (None: it is better)."""
     x, y = split.holdout_x, split.holdout_y
-    ours = score_function(candidate, "classifier")(x)
-    theirs = score_function(primary, "classifier")(x)
+    ours = score_function(candidate, "classifier", schema)(x)
+    theirs = score_function(primary, "classifier", schema)(x)
     holdout = Holdout(
         len(y),
         classifier_quality(ours, y, threshold),

@@ -16,7 +16,13 @@ from typing import Generic, TypeVar
 
 import orjson
 
-from worker.stream.events import EventRejected, event_id_of, event_ts_of, parse_event
+from worker.stream.events import (
+    MAX_CATEGORY_CHARS,
+    EventRejected,
+    event_id_of,
+    event_ts_of,
+    parse_event,
+)
 
 T = TypeVar("T")
 
@@ -28,7 +34,7 @@ class LabelReason:
     MISSING_EVENT_ID = "missing_event_id"  # also: an event_id that is neither text nor integer
     INVALID_LABEL = "invalid_label"  # absent, not a number, not finite
     INVALID_PREDICTION = "invalid_prediction"  # no model_version, arm or finite score
-    INVALID_FEATURES = "invalid_features"  # a feature event without a numeric feature
+    INVALID_FEATURES = "invalid_features"  # a feature event without a usable feature
     INVALID_TS = "invalid_ts"  # a feature event whose ts is not epoch seconds
 
     @classmethod
@@ -134,22 +140,30 @@ def sampled(event_id: str, percent: float) -> bool:
 
 
 def decode_features(record: SourceRecord, max_bytes: int) -> FeatureRow:
-    """A feature event's numeric features, all of them: which a fit uses is the model's to say
-    then (a row lacking one is left out then, and counted). Anything else a pipeline sends
-    among its features (text, lists, nested objects) no fit can use, and is not kept."""
+    """A feature event's numbers, texts (up to MAX_CATEGORY_CHARS) and nulls, all of them:
+    which a fit uses, and as which kind, is the model's to say then (a row lacking one, or
+    holding the wrong kind, is left out then, and counted). Anything else a pipeline sends
+    among its features (lists, nested objects, long texts) no fit can use, and is not kept."""
     message = _parse(record.value, max_bytes)
     features = message.get("features")
     if not isinstance(features, dict):
         raise EventRejected(LabelReason.INVALID_FEATURES, "event has no features object")
-    numbers = {k: v for k, v in features.items() if type(v) in (int, float)}
+    numbers = {k: v for k, v in features.items() if _trainable(v)}
     if not numbers:
-        raise EventRejected(LabelReason.INVALID_FEATURES, "event has no numeric feature")
+        raise EventRejected(LabelReason.INVALID_FEATURES, "event has no usable feature")
     try:
         ts = event_ts_of(message)
     except EventRejected as exc:
         raise EventRejected(LabelReason.INVALID_TS, exc.detail) from None
     when = ts if ts is not None else record.timestamp_ms / 1000
     return FeatureRow(_event_id(message), when, orjson.dumps(numbers).decode())
+
+
+def _trainable(value: object) -> bool:
+    kind = type(value)
+    return (
+        kind in (int, float, type(None)) or (kind is str and len(value) <= MAX_CATEGORY_CHARS)  # type: ignore[arg-type]
+    )
 
 
 def decode_label(value: bytes | None, max_bytes: int) -> Label:

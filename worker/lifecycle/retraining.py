@@ -193,7 +193,7 @@ class Trainer:
         except (ArtifactRejected, RegistryError) as exc:
             self._reject(version, Rejection.NO_ESTIMATOR, str(exc), {"based_on": active})
             return
-        matrix = self._store.rows().matrix(entry.features)
+        matrix = self._store.rows().matrix(entry.schema)
         window = {"rows": len(matrix.y), "incomplete": matrix.incomplete}
         training: dict[str, Any] = {"based_on": active, "trigger": trigger, "window": window}
         if len(matrix.y) < settings.retrain_min_rows:
@@ -209,14 +209,16 @@ class Trainer:
         started = time.perf_counter()
         try:
             candidate, method = fit_candidate(
-                primary, settings.retrain_method, split.train_x, split.train_y
+                primary, settings.retrain_method, split.train_x, split.train_y, entry.schema
             )
         except Exception as exc:  # the estimator's own error: recorded, the next round retries
             self._reject(version, Rejection.FIT_FAILED, f"{type(exc).__name__}: {exc}", training)
             return
         fit_s = time.perf_counter() - started
         self._metrics.fit_seconds.observe(fit_s)
-        holdout, why_not = judge_on_holdout(candidate, primary, split, settings.decision_threshold)
+        holdout, why_not = judge_on_holdout(
+            candidate, primary, split, settings.decision_threshold, entry.schema
+        )
         training |= _figures(method, fit_s, split, holdout)
         if why_not is not None:
             self._reject(version, why_not, _comparison_text(holdout), training)
@@ -261,8 +263,11 @@ class Trainer:
                 # (workers with allow_pickle false never load them)
                 fmt="joblib" if settings.retrain_format == "joblib" else "both",
                 runtime="onnx" if settings.retrain_format == "onnx" else None,
-                reference_rows=split.train_x,
+                # drift profiles take numbers without missing values for now
+                reference_rows=split.train_x if entry.schema.plain else None,
                 training=training,
+                feature_kinds=entry.schema.kinds_by_name(),
+                missing="accept" if entry.schema.accepts_missing else "reject",
                 canary=CanaryRequest(
                     settings.retrain_canary_percent,
                     entry.version,

@@ -12,7 +12,6 @@ The join is pairing.py's, with the event's features as the other half (field `x`
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import cast
@@ -23,7 +22,9 @@ import redis
 
 from worker.lifecycle.pairing import SEP, Half, Pairing, text
 from worker.lifecycle.records import FeatureRow, Label
+from worker.models.features import FeatureSchema, rows_matrix
 from worker.settings import Settings
+from worker.stream.events import MAX_CATEGORY_CHARS, value_fault
 
 FEATURES_FIELD = "x"
 
@@ -51,18 +52,19 @@ class Rows:
     labels: np.ndarray
     features: list[dict[str, object]]
 
-    def matrix(self, names: Sequence[str]) -> Matrix:
-        """The rows labelled 0 or 1 that hold every feature in `names` as a finite number, in
-        that order; the others are counted, not used (a feature the model needs that the event
-        lacks, a label a classifier cannot learn)."""
+    def matrix(self, schema: FeatureSchema) -> Matrix:
+        """The rows labelled 0 or 1 whose features a worker would score with this schema, as
+        the worker decodes them (its kinds, its missing values: features.rows_matrix); the
+        others are counted, not used (a feature the model needs that the event lacks or holds
+        as the wrong kind, a label a classifier cannot learn)."""
         kept, values = [], []
         for i, features in enumerate(self.features):
-            row = [features.get(name) for name in names]
-            if self.labels[i] in (0.0, 1.0) and all(_finite_number(v) for v in row):
+            row = [features.get(name) for name in schema.names]
+            if self.labels[i] in (0.0, 1.0) and _scorable(schema, row):
                 kept.append(i)
                 values.append(row)
         index = np.array(kept, dtype=np.int64)
-        x = np.array(values, dtype=np.float64).reshape(len(kept), len(names))
+        x = rows_matrix(schema, values)
         return Matrix(x, self.labels[index], self.ts[index], len(self.features) - len(kept))
 
 
@@ -125,5 +127,8 @@ class TrainingStore(Pairing):
         return f"{self.prefix}:rows"
 
 
-def _finite_number(value: object) -> bool:
-    return type(value) in (int, float) and math.isfinite(cast("float", value))
+def _scorable(schema: FeatureSchema, row: Sequence[object]) -> bool:
+    return all(
+        value_fault(name, kind, value, schema.accepts_missing, MAX_CATEGORY_CHARS) is None
+        for name, kind, value in zip(schema.names, schema.kinds, row, strict=True)
+    )

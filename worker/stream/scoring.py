@@ -79,6 +79,9 @@ def score_batch(
     decoded = decode_batch(values, primary.schema, limits)
     reading = _Reading(values, primary.schema, limits)
     out = ScoredBatch(rejects=[_naming(r, primary.version) for r in decoded.rejects])
+    refused = _version_failures(decoded.rejects)
+    if refused:  # events it would score but for a missing value count in its error rate
+        out.note_usage(primary, refused, refused)
     scored_at = time.time()
     parts: list[tuple[str, LoadedModel, DecodedBatch]] = [("primary", primary, decoded)]
     if serving.canary is not None and decoded.accepted:
@@ -214,10 +217,19 @@ def _score_shadow(
     out.timings.append((shadow.version, "shadow", time.perf_counter() - started))
 
 
+def _version_failures(rejects: list[Reject]) -> int:
+    """Rows a version failed: it raised or gave no finite score, or it refuses the missing
+    value an event has (the error rate's numerator)."""
+    return sum(1 for r in rejects if r.reason in _VERSION_FAILURES)
+
+
+_VERSION_FAILURES = frozenset((Reason.SCORING_FAILED, Reason.MISSING_FEATURE))
+
+
 def _note_usage(
     out: ScoredBatch, model: LoadedModel, part: DecodedBatch, scores: np.ndarray
 ) -> None:
-    failed = sum(1 for r in part.rejects if r.reason == Reason.SCORING_FAILED)
+    failed = _version_failures(part.rejects)
     bins = _reference_bins(model, part.matrix, scores)
     out.note_usage(model, len(part.accepted) + failed, failed, bins)
 

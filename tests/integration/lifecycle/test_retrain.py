@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import signal
 import urllib.request
+from pathlib import Path
 from typing import Any
 
+import joblib
 import numpy as np
 import orjson
 import pytest
@@ -30,6 +32,7 @@ from worker.lifecycle.training_rows import TrainingStore
 from worker.models.artifacts import inspect_estimator
 from worker.models.registry import CanaryRequest, Registry
 from worker.settings import Settings
+from worker.tools import ctr
 from worker.tools.synthetic import FEATURES, click_labels, event_bytes, feature_rows
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("labels_topic")]
@@ -383,3 +386,48 @@ def test_the_retrainer_refuses_to_run_without_pickle(settings: Settings, scorer_
     done = scorer_main(settings.replace(allow_pickle=False), "retrain")
     assert done.returncode != 0
     assert "allow_pickle = true" in done.stderr
+
+
+def test_a_ctr_pipeline_is_refitted_on_its_categories_and_missing_values(
+    settings: Settings,
+    scorer_main: Any,
+    registry: Registry,
+    producer: KafkaProducer,
+    retrainer_factory: Any,
+    tmp_path: Path,
+) -> None:
+    """The primary is Pipeline (a) fitted on shuffled clicks; the retrainer keeps each event's
+    categories and missing values, refits a clone on a DataFrame of them and publishes it as a
+    canary with the version's kinds, missing values and form."""
+    settings = settings.replace(**(RETRAIN | {"retrain_min_rows": 2000}))
+    frame = ctr.ctr_frame(3000, seed=31)
+    clicks = ctr.clicks(frame, seed=31)
+    shuffled = np.random.default_rng(0).permutation(clicks)
+    path = tmp_path / "onehot.joblib"
+    joblib.dump(ctr.onehot_pipeline().fit(frame, shuffled), path)
+    assert (
+        scorer_main(
+            settings, "model", "publish", str(path), "--version", "v1", "--activate"
+        ).returncode
+        == 0
+    )
+    for i, (features, click) in enumerate(
+        zip(ctr.event_features(frame), clicks.tolist(), strict=True)
+    ):
+        event_id = f"c-{i}"
+        value = ctr.ctr_event_bytes(event_id, features, ts=1_800_000_000.0 + i)
+        producer.send(settings.input_topic, key=event_id.encode(), value=value)
+        label = orjson.dumps({"event_id": event_id, "label": click, "ts": 1.0})
+        producer.send(settings.labels_topic, key=event_id.encode(), value=label)
+    producer.flush()
+    retrainer_factory(settings)
+
+    wait_until(lambda: registry.route().canary is not None, timeout=90, what="an auto canary")
+    canary = registry.route().canary
+    assert canary is not None
+    entry, primary = registry.entry(canary.version), registry.entry("v1")
+    assert entry.schema == primary.schema and entry.schema.categories == ctr.CATEGORIES
+    assert entry.schema.accepts_missing and entry.schema.form == "frame"
+    assert entry.training is not None and entry.training["window"]["incomplete"] == 0
+    holdout = entry.training["holdout"]
+    assert holdout["candidate"]["auc"] > holdout["primary"]["auc"]

@@ -178,7 +178,8 @@ def test_every_reason_code_is_listed() -> None:
         (b'{"event_id": "e-1", "ts": 5}', "invalid_features"),
         (b'{"event_id": "e-1", "features": {}}', "invalid_features"),
         (b'{"event_id": "e-1", "features": [1, 2]}', "invalid_features"),
-        (b'{"event_id": "e-1", "features": {"f0": "x", "f1": true}}', "invalid_features"),
+        (b'{"event_id": "e-1", "features": {"f0": [1], "f1": true}}', "invalid_features"),
+        (b'{"event_id": "e-1", "features": {"c": "' + b"x" * 257 + b'"}}', "invalid_features"),
         (b'{"event_id": "e-1", "ts": "noon", "features": {"f0": 1}}', "invalid_ts"),
         (b'{"ts": 5, "features": {"f0": 1}}', "missing_event_id"),
         (b"\xff", "invalid_json"),
@@ -203,17 +204,23 @@ def test_a_deeply_nested_feature_is_dropped_not_fatal() -> None:
     assert batch.halves == [FeatureRow("e-1", 3.0, '{"f0":1.5}')] and batch.rejects == []
 
 
-def test_a_feature_event_keeps_its_numeric_features_and_its_time() -> None:
+def test_a_feature_event_keeps_its_numbers_texts_and_nulls_and_its_time() -> None:
+    """What a version with category features and missing values trains on; lists, objects,
+    booleans and overlong texts no fit takes."""
     records = [
         SourceRecord(
-            "features", 0, 1, b'{"event_id": 7, "ts": 12.5, "features": {"b": 1, "a": 0, "c": "x"}}'
+            "features",
+            0,
+            1,
+            b'{"event_id": 7, "ts": 12.5, "features": {"b": 1, "a": 0, "c": "x", "d": null, '
+            b'"e": [1], "f": true}}',
         ),
         SourceRecord("features", 0, 2, b'{"event_id": "e", "features": {"a": 2}}', 4_000),
         SourceRecord("labels", 0, 3, b'{"event_id": "e", "label": 1}'),
     ]
     batch = decode_training(records, labels_topic="labels", max_bytes=MAX_BYTES)
     assert batch.halves == [
-        FeatureRow("7", 12.5, '{"b":1,"a":0}'),
+        FeatureRow("7", 12.5, '{"b":1,"a":0,"c":"x","d":null}'),
         FeatureRow("e", 4.0, '{"a":2}'),  # no ts: the broker's timestamp
     ]
     assert batch.labels == [Label("e", 1.0)]

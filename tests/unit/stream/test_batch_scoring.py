@@ -285,3 +285,17 @@ def test_predict_takes_category_and_missing_values_as_the_stream_does() -> None:
     status, refused = predict_body(orjson.dumps(bad), Serving(mixed), LIMIT)
     assert status == HTTPStatus.BAD_REQUEST
     assert refused["events"][0]["error"] == "invalid_category"
+
+
+def test_missing_values_a_version_refuses_count_in_its_error_rate() -> None:
+    """Dead-lettered as missing_feature, and counted as rows the version failed; other bad
+    input (broken JSON) is the pipeline's fault, not the version's."""
+    values = [event(0), event(1, a=1.0), event(2, a=2.0, b=None), b"{", event(3)]
+    scored = score_batch(values, keys_for(5), Serving(PRIMARY), LIMIT)
+    assert [r.reason for r in scored.rejects] == [
+        Reason.MISSING_FEATURE,
+        Reason.MISSING_FEATURE,
+        Reason.INVALID_JSON,
+    ]
+    usage = scored.usage["v1"]
+    assert (usage.rows, usage.failed) == (4, 2)
