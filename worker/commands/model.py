@@ -26,9 +26,6 @@ from worker.models.registry import CHANGES_LIMIT, Registry
 from worker.settings import Settings
 
 if TYPE_CHECKING:
-    import numpy as np
-
-    from worker.models.artifacts import EstimatorInfo
     from worker.models.features import FeatureKind
 
 
@@ -45,18 +42,23 @@ def cmd_model_publish(args: argparse.Namespace, settings: Settings) -> int:
     # scikit-learn and the artifact checks load here only: the other commands start in a
     # fraction of the time (an operator's promote on a busy host, for one)
     from worker.models.artifacts import inspect_estimator, load_estimator
+    from worker.models.features import estimator_kinds, resolve_kinds
     from worker.models.publishing import publish_estimator
+    from worker.models.reference_file import read_reference
 
     try:
         data = args.file.read_bytes()
     except OSError as exc:
         raise ConfigError(f"cannot read {args.file}: {exc.strerror}") from None
     features = [f.strip() for f in args.features.split(",")] if args.features else None
-    kinds = feature_kinds_of(args.feature_types) if args.feature_types else None
+    given = feature_kinds_of(args.feature_types) if args.feature_types else None
     estimator = load_estimator(data)
-    rows = None
-    if args.reference:
-        rows = reference_rows(args.reference, inspect_estimator(estimator, features))
+    names = inspect_estimator(estimator, features).features
+    table = read_reference(args.reference, names) if args.reference else None
+    # the operator's kinds, else the Pipeline's, else the reference file's columns, else number
+    revealed = table.kinds() if table else None
+    kinds = resolve_kinds(names, given, estimator_kinds(estimator), revealed)
+    rows = table.matrix(kinds) if table else None
     registry = registry_of(settings)
     published = publish_estimator(
         registry,
@@ -69,7 +71,7 @@ def cmd_model_publish(args: argparse.Namespace, settings: Settings) -> int:
         fmt=args.format,
         tolerance=args.tolerance,
         reference_rows=rows,
-        feature_kinds=kinds,
+        feature_kinds=dict(zip(names, kinds, strict=True)),
         missing=args.missing,
     )
     entry, compiled, profile = published.entry, published.compiled, published.profile
@@ -112,13 +114,6 @@ def feature_kinds_of(spec: str) -> dict[str, FeatureKind]:
         return {str(name): check_kind(str(name), kind) for name, kind in given.items()}
     except ValueError as exc:
         raise ConfigError(f"--feature-types: {exc}") from None
-
-
-def reference_rows(path: Path, info: EstimatorInfo) -> np.ndarray:
-    """The file's rows in the model's feature order."""
-    from worker.models.reference_file import read_reference
-
-    return read_reference(path, info.features)
 
 
 def cmd_model_activate(args: argparse.Namespace, settings: Settings) -> int:

@@ -263,8 +263,7 @@ class Trainer:
                 # (workers with allow_pickle false never load them)
                 fmt="joblib" if settings.retrain_format == "joblib" else "both",
                 runtime="onnx" if settings.retrain_format == "onnx" else None,
-                # drift profiles take numbers without missing values for now
-                reference_rows=split.train_x if entry.schema.plain else None,
+                reference_rows=split.train_x,
                 training=training,
                 feature_kinds=entry.schema.kinds_by_name(),
                 missing="accept" if entry.schema.accepts_missing else "reject",

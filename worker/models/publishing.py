@@ -60,15 +60,15 @@ def publish_estimator(
     it takes missing values unless `missing` says."""
     info = inspect_estimator(estimator, features)
     kinds = resolve_kinds(info.features, feature_kinds, estimator_kinds(estimator))
-    # the ONNX fidelity check and the drift profile cover numbers without missing values
-    numbers_only = fmt != "joblib" or reference_rows is not None
+    # the ONNX fidelity check covers numbers without missing values
+    compiling = fmt != "joblib"
     probed = probe_version(
-        estimator, info.kind, info.features, kinds, missing or ("reject" if numbers_only else None)
+        estimator, info.kind, info.features, kinds, missing or ("reject" if compiling else None)
     )
-    if numbers_only and not probed.schema.plain:
+    if compiling and not probed.schema.plain:
         raise ArtifactRejected(
-            "--format onnx|both and --reference take versions of numbers without missing "
-            "values for now: publish this one with --format joblib and no --reference"
+            "--format onnx|both takes versions of numbers without missing values for now: "
+            "publish this one with --format joblib"
         )
     profile = None
     if reference_rows is not None:
@@ -98,13 +98,26 @@ def publish_estimator(
 def reference_of(
     rows: np.ndarray, estimator: object, info: EstimatorInfo, schema: FeatureSchema
 ) -> ReferenceProfile:
-    """The drift reference: the rows, and the model's own scores on them as a worker
-    computes them."""
-    from worker.models.profile import build_profile
+    """The drift reference: the rows (decoded as a worker decodes them, None or NaN where
+    missing), and the model's own scores on them as a worker computes them. A version that
+    does not take missing values is profiled on the rows that have none."""
+    from worker.models.profile import build_profile, missing_values
     from worker.models.scoring import score_function
 
+    if not schema.accepts_missing:
+        rows = rows[~missing_values(rows).any(axis=1)]
+        if not len(rows):
+            raise ArtifactRejected(
+                "every reference row has a missing value, and this version does not take them"
+            )
     scores = score_function(estimator, info.kind, schema)(rows)
-    return build_profile(rows, info.features, scores)
+    return build_profile(
+        rows,
+        info.features,
+        scores,
+        category_features=schema.categories,
+        missing=schema.accepts_missing,
+    )
 
 
 def compile_of(

@@ -8,6 +8,7 @@ import csv
 from pathlib import Path
 from typing import Any
 
+import joblib
 import orjson
 import pytest
 from kafka import KafkaProducer
@@ -17,6 +18,7 @@ from tests.integration.lifecycle.conftest import guard_changes
 from tests.integration.stream.test_scoring import RaisesOnLargeFirstFeature
 from worker.models.registry import Registry
 from worker.settings import Settings
+from worker.tools import ctr
 from worker.tools.synthetic import FEATURES, feature_rows
 
 pytestmark = pytest.mark.integration
@@ -99,3 +101,50 @@ def test_drift_is_measured_against_the_reference_and_a_drifted_canary_is_aborted
     assert max(v for name, v in drift["features"].items() if name != "f3") < 0.1
     assert drift["score_psi"] is not None
     assert report["versions"]["v1"]["drift"]["reference"] is False
+
+
+def test_a_category_features_drift_is_measured_over_its_top_categories_and_missing(
+    settings: Settings,
+    scorer_main: Any,
+    registry: Registry,
+    producer: KafkaProducer,
+    worker_factory: Any,
+    monitor_factory: Any,
+    tmp_path: Path,
+) -> None:
+    """Pipeline (b) published with a CTR reference file (empty cells missing); live events'
+    C1 takes one value it never had in training: its PSI (top categories, other, missing)
+    passes guard_max_psi and the canary is aborted naming C1, while the counts stay still."""
+    settings = settings.replace(**LIVE_GUARDED, guard_max_psi=0.25)
+    frame = ctr.ctr_frame(3000, seed=41)
+    model = tmp_path / "hgb.joblib"
+    joblib.dump(ctr.hgb_pipeline().fit(frame, ctr.clicks(frame, seed=41)), model)
+    reference = tmp_path / "training.csv"
+    frame.to_csv(reference, index=False)  # a missing value is an empty cell
+    for version in ("v1", "v2"):
+        args = ["--reference", str(reference)] if version == "v2" else ["--activate"]
+        published = scorer_main(
+            settings, "model", "publish", str(model), "--version", version, *args
+        )
+        assert published.returncode == 0, published.stderr
+    assert "reference profile from 3000 rows" in published.stdout
+    registry.set_canary("v2", 50, by="test")
+    worker_factory(settings)
+    monitor_factory(settings)
+    live = ctr.event_features(ctr.ctr_frame(1500, seed=42))
+    for i, features in enumerate(live):
+        features["C1"] = "a-new-campaign"
+        producer.send(
+            settings.input_topic,
+            key=f"e-{i}".encode(),
+            value=ctr.ctr_event_bytes(f"e-{i}", features),
+        )
+    producer.flush()
+
+    wait_until(lambda: registry.route().empty, timeout=60, what="the drifted canary aborted")
+    [abort] = guard_changes(registry, "abort")
+    assert "guard_max_psi" in abort["reason"] and "C1" in abort["reason"]
+    report = orjson.loads(run_scorer(settings, "quality", "--json").stdout)
+    drift = report["versions"]["v2"]["drift"]
+    assert next(iter(drift["features"])) == "C1" and drift["features"]["C1"] > 1
+    assert max(drift["features"][name] for name in ctr.COUNTS) < 0.1

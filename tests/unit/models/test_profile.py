@@ -81,8 +81,8 @@ def test_proportions_match_a_hand_count() -> None:
         (np.empty((0, 2)), np.empty(0), "reference rows are empty"),
         (np.zeros((3, 3)), np.zeros(3), r"must be n x 2, got shape \(3, 3\)"),
         (np.zeros((3, 2)), np.zeros(4), "one score per reference row"),
-        (np.array([[0.0, np.nan], [1.0, 2.0]]), np.zeros(2), "must all be finite"),
-        (np.zeros((2, 2)), np.array([0.0, np.inf]), "must all be finite"),
+        (np.array([[0.0, np.inf], [1.0, 2.0]]), np.zeros(2), "must be finite or missing"),
+        (np.zeros((2, 2)), np.array([0.0, np.inf]), "scores must all be finite"),
     ],
 )
 def test_build_refuses_empty_misshapen_or_non_finite_input(
@@ -246,3 +246,48 @@ def test_from_json_names_what_is_malformed(change: dict[str, Any], message: str)
 def test_from_json_refuses_garbage(raw: bytes, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         ReferenceProfile.from_json(raw)
+
+
+# --- categories and missing values -----------------------------------------------------------
+
+
+def test_a_category_feature_bins_its_top_categories_then_other_and_missing() -> None:
+    rows = np.array(
+        [
+            [v, n]
+            for v, n in zip(["a"] * 5 + ["b"] * 3 + ["c", None], [1.0] * 9 + [None], strict=True)
+        ],
+        dtype=object,
+    )
+    profile = build_profile(
+        rows, ["c", "n"], np.linspace(0, 1, 10), bins=2, category_features=["c"], missing=True
+    )
+    assert profile.categories == (("a", "b"), None)
+    assert profile.proportions[0].tolist() == [0.5, 0.3, 0.1, 0.1]  # a, b, other, missing
+    assert profile.proportions[1].tolist() == [0.9, 0.1]  # one bin (constant), missing
+    live = np.array([["b", 1.0], ["never-seen", None], [None, 2.0]], dtype=object)
+    counts = profile.bin_counts(live, np.array([0.1, 0.2, 0.9]))
+    assert counts[:4].tolist() == [0, 1, 1, 1] and counts[4:6].tolist() == [2, 1]
+    again = ReferenceProfile.from_json(profile.to_json())
+    assert again.categories == profile.categories and again.missing
+    psi, _ = profile.psi(counts)
+    assert set(psi) == {"c", "n"} and psi["c"] > 0
+
+
+def test_missing_values_in_a_numbers_reference_get_their_own_bin() -> None:
+    rows = np.array([[1.0], [2.0], [np.nan], [3.0]])
+    profile = build_profile(rows, ["x"], np.array([0.1, 0.2, 0.3, 0.4]), bins=2)
+    assert profile.missing and profile.proportions[0][-1] == 0.25
+    assert profile.bin_counts(np.array([[np.nan], [5.0]]), np.zeros(2))[:3].tolist() == [0, 1, 1]
+
+
+def test_a_numbers_only_profile_is_stored_as_before_categories() -> None:
+    profile = build_profile(np.arange(20.0).reshape(10, 2), ["a", "b"], np.arange(10.0))
+    assert set(orjson.loads(profile.to_json())) == {
+        "features",
+        "edges",
+        "proportions",
+        "score_edges",
+        "score_proportions",
+        "rows",
+    }

@@ -39,7 +39,7 @@ PRIMARY = model("v1", ("a", "b"), first_column_plus(0))
 CANARY = model("v2", ("a", "b"), first_column_plus(1000))
 
 
-def event(i: int, **features: float) -> bytes:
+def event(i: int, **features: float | None) -> bytes:
     return orjson.dumps({"event_id": f"e-{i}", "features": features or {"a": i, "b": 0}})
 
 
