@@ -345,6 +345,30 @@ class OutputCounter:
         self._consumer.close()
 
 
+def ratio_rows(runs: dict[str, list[RunResult]], references: dict[str, str]) -> dict[str, Any]:
+    """A side mode's rows: medians over the rounds, and for each reference run (`ratio_to_<key>`)
+    the median of the rounds' own ratios to it."""
+    rows = {}
+    for name, results in runs.items():
+        rates = [r.events_per_s for r in results]
+        ratios = {
+            f"ratio_to_{key}": round(
+                statistics.median(
+                    r / c.events_per_s for r, c in zip(rates, runs[reference], strict=True)
+                ),
+                3,
+            )
+            for key, reference in references.items()
+        }
+        rows[name] = {
+            "events_per_s": round(statistics.median(rates)),
+            "runs": [round(r) for r in rates],
+            **ratios,
+            "peak_rss_mb": round(statistics.median(r.peak_rss_mb for r in results), 1),
+        }
+    return rows
+
+
 def _summarise(results: dict[str, list[RunResult]]) -> dict[str, Any]:
     ceiling = results["passthrough (ceiling)"]
     baseline = results["tutorial, logistic"]

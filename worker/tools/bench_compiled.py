@@ -12,7 +12,6 @@ imports scikit-learn or joblib: its peak RSS beside the joblib worker's.
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Callable
 from typing import Any
 
@@ -23,7 +22,14 @@ from worker.infra.clients import connect_redis
 from worker.models.artifacts import inspect_estimator
 from worker.models.compiled import Runtime, compile_estimator, probe_rows
 from worker.models.registry import Registry
-from worker.tools.bench import Bench, RunResult, prefill, run_passthrough, run_worker
+from worker.tools.bench import (
+    Bench,
+    RunResult,
+    prefill,
+    ratio_rows,
+    run_passthrough,
+    run_worker,
+)
 from worker.tools.synthetic import FEATURES, click_labels, feature_rows
 
 CEILING = "passthrough (ceiling)"
@@ -110,20 +116,7 @@ def _joblib_bytes(model: Any) -> bytes:
 
 
 def summarise(runs: dict[str, list[RunResult]], costs: dict[str, Any]) -> dict[str, Any]:
-    """Medians over the rounds; each ratio is the median of the rounds' own ratios."""
-    ceiling = [r.events_per_s for r in runs[CEILING]]
-    rows = {}
-    for name, results in runs.items():
-        rates = [r.events_per_s for r in results]
-        rows[name] = {
-            "events_per_s": round(statistics.median(rates)),
-            "runs": [round(r) for r in rates],
-            "ratio_to_ceiling": round(
-                statistics.median(r / c for r, c in zip(rates, ceiling, strict=True)), 3
-            ),
-            "peak_rss_mb": round(statistics.median(r.peak_rss_mb for r in results), 1),
-        }
-    return {"rows": rows, "scoring": costs}
+    return {"rows": ratio_rows(runs, {"ceiling": CEILING}), "scoring": costs}
 
 
 def render(result: dict[str, Any]) -> str:

@@ -27,7 +27,15 @@ from worker.models.registry import Registry
 from worker.models.scoring import score_function
 from worker.stream.events import Limits, decode_batch
 from worker.tools import ctr
-from worker.tools.bench import Bench, RunResult, prefill, run_baseline, run_passthrough, run_worker
+from worker.tools.bench import (
+    Bench,
+    RunResult,
+    prefill,
+    ratio_rows,
+    run_baseline,
+    run_passthrough,
+    run_worker,
+)
 from worker.tools.synthetic import FEATURES, event_bytes, feature_rows
 
 CEILING = "passthrough (ceiling)"
@@ -52,7 +60,8 @@ def run(bench: Bench) -> dict[str, Any]:
     for _ in range(bench.options.rounds):
         for name, measure in variants.items():
             runs[name].append(measure())
-    return {"rows": summarise(runs), "per_event_us": costs({n: m for n, (m, _) in models.items()})}
+    rows = ratio_rows(runs, {"ceiling": CEILING, "handwritten": HANDWRITTEN})
+    return {"rows": rows, "per_event_us": costs({n: m for n, (m, _) in models.items()})}
 
 
 def _worker(bench: Bench, input_topic: str, version: str) -> Callable[[], RunResult]:
@@ -76,26 +85,6 @@ def _publish(bench: Bench) -> dict[str, tuple[Any, Path]]:
                 registry, data, model, name, features=None, note="bench", signing_key=""
             )
     return models
-
-
-def summarise(runs: dict[str, list[RunResult]]) -> dict[str, Any]:
-    ceiling = [r.events_per_s for r in runs[CEILING]]
-    handwritten = [r.events_per_s for r in runs[HANDWRITTEN]]
-    rows = {}
-    for name, results in runs.items():
-        rates = [r.events_per_s for r in results]
-        rows[name] = {
-            "events_per_s": round(statistics.median(rates)),
-            "runs": [round(r) for r in rates],
-            "ratio_to_ceiling": _ratio(rates, ceiling),
-            "ratio_to_handwritten": _ratio(rates, handwritten),
-            "peak_rss_mb": round(statistics.median(r.peak_rss_mb for r in results), 1),
-        }
-    return rows
-
-
-def _ratio(rates: list[float], reference: list[float]) -> float:
-    return round(statistics.median(r / c for r, c in zip(rates, reference, strict=True)), 3)
 
 
 def costs(models: dict[str, Any]) -> dict[str, float]:
