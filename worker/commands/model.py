@@ -123,18 +123,24 @@ def cmd_model_activate(args: argparse.Namespace, settings: Settings) -> int:
 def activate_in(registry: Registry, args: argparse.Namespace, settings: Settings) -> int:
     """Activate `args.version` through a registry the command already holds (publish
     --activate: one Redis connection for both)."""
-    refuse_unloadable(registry, settings, args.version)
+    refuse_unservable(registry, settings, args.version)
     return announce_active(settings, registry.activate(args.version, author(args), args.reason))
 
 
 def refuse_unloadable(registry: Registry, settings: Settings, *versions: str) -> None:
-    """Refuse, before anything changes, a version every worker would refuse: one without ONNX
-    bytes where pickles are refused (allow_pickle false), or one stored before publish
-    proved it on probe rows that does not warm up as a worker loads it."""
+    """Where pickles are refused (allow_pickle false), a version without ONNX bytes would be
+    refused by every worker: say so before anything changes."""
     for version in versions:
-        entry = registry.entry(version)
-        entry.runtime_for(settings.allow_pickle)
-        if not entry.checked:
+        registry.entry(version).runtime_for(settings.allow_pickle)
+
+
+def refuse_unservable(registry: Registry, settings: Settings, *versions: str) -> None:
+    """As refuse_unloadable, and a version stored before publish proved it on probe rows is
+    loaded and warmed up here as a worker would: refused if that fails. (Not for rollback,
+    which returns to a version that served, and must be quick.)"""
+    refuse_unloadable(registry, settings, *versions)
+    for version in versions:
+        if not registry.entry(version).checked:
             from worker.models.holder import load_version
 
             load_version(registry, version, settings)

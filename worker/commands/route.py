@@ -17,7 +17,7 @@ from worker.commands.model import (
     announce_active,
     announce_change,
     author,
-    refuse_unloadable,
+    refuse_unservable,
     registry_of,
 )
 from worker.commands.status import read_heartbeats, route_text, stored_route
@@ -31,7 +31,7 @@ from worker.settings import Settings
 
 def cmd_model_canary(args: argparse.Namespace, settings: Settings) -> int:
     registry = registry_of(settings)
-    refuse_unloadable(registry, settings, args.version)
+    refuse_unservable(registry, settings, args.version)
     route = registry.set_canary(
         args.version, args.percent, force=args.force, by=author(args), reason=args.reason
     )
@@ -44,7 +44,7 @@ def cmd_model_shadow(args: argparse.Namespace, settings: Settings) -> int:
     if args.off == bool(args.versions):
         raise RegistryError("name the shadow versions, or --off to clear them (not both)")
     registry = registry_of(settings)
-    refuse_unloadable(registry, settings, *args.versions)
+    refuse_unservable(registry, settings, *args.versions)
     route = registry.set_shadow(
         [] if args.off else args.versions, by=author(args), reason=args.reason
     )

@@ -17,7 +17,6 @@ from typing import Generic, TypeVar
 import orjson
 
 from worker.stream.events import (
-    MAX_CATEGORY_CHARS,
     EventRejected,
     event_id_of,
     event_ts_of,
@@ -140,17 +139,18 @@ def sampled(event_id: str, percent: float) -> bool:
 
 
 def decode_features(record: SourceRecord, max_bytes: int) -> FeatureRow:
-    """A feature event's numbers, texts (up to MAX_CATEGORY_CHARS) and nulls, all of them:
-    which a fit uses, and as which kind, is the model's to say then (a row lacking one, or
-    holding the wrong kind, is left out then, and counted). Anything else a pipeline sends
-    among its features (lists, nested objects, long texts) no fit can use, and is not kept."""
+    """A feature event's features, all of them: which a fit uses, and as which kind, is the
+    model's to say then, with the worker's own checks (a row lacking one, or holding one a
+    worker would dead-letter, is left out then, and counted). A value no worker scores (a
+    list, an object, a number that is not finite) is kept as UNUSABLE, never as missing, and
+    takes no room."""
     message = _parse(record.value, max_bytes)
     features = message.get("features")
     if not isinstance(features, dict):
         raise EventRejected(LabelReason.INVALID_FEATURES, "event has no features object")
-    numbers = {k: v for k, v in features.items() if _trainable(v)}
+    numbers = {k: v if _kept(v) else UNUSABLE for k, v in features.items()}
     if not numbers:
-        raise EventRejected(LabelReason.INVALID_FEATURES, "event has no usable feature")
+        raise EventRejected(LabelReason.INVALID_FEATURES, "event has no feature")
     try:
         ts = event_ts_of(message)
     except EventRejected as exc:
@@ -159,11 +159,14 @@ def decode_features(record: SourceRecord, max_bytes: int) -> FeatureRow:
     return FeatureRow(_event_id(message), when, orjson.dumps(numbers).decode())
 
 
-def _trainable(value: object) -> bool:
+UNUSABLE: dict[str, object] = {}  # stands for a value no fit may use: no kind takes an object
+
+
+def _kept(value: object) -> bool:
     kind = type(value)
-    return (
-        kind in (int, float, type(None)) or (kind is str and len(value) <= MAX_CATEGORY_CHARS)  # type: ignore[arg-type]
-    )
+    if kind is float:
+        return math.isfinite(value)  # type: ignore[arg-type]
+    return kind in (int, str, bool, type(None))
 
 
 def decode_label(value: bytes | None, max_bytes: int) -> Label:

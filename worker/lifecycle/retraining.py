@@ -193,7 +193,7 @@ class Trainer:
         except (ArtifactRejected, RegistryError) as exc:
             self._reject(version, Rejection.NO_ESTIMATOR, str(exc), {"based_on": active})
             return
-        matrix = self._store.rows().matrix(entry.schema)
+        matrix = self._store.rows().matrix(entry.schema, settings.max_category_chars)
         window = {"rows": len(matrix.y), "incomplete": matrix.incomplete}
         training: dict[str, Any] = {"based_on": active, "trigger": trigger, "window": window}
         if len(matrix.y) < settings.retrain_min_rows:

@@ -52,7 +52,7 @@ class Rows:
     labels: np.ndarray
     features: list[dict[str, object]]
 
-    def matrix(self, schema: FeatureSchema) -> Matrix:
+    def matrix(self, schema: FeatureSchema, max_category_chars: int = MAX_CATEGORY_CHARS) -> Matrix:
         """The rows labelled 0 or 1 whose features a worker would score with this schema, as
         the worker decodes them (its kinds, its missing values: features.rows_matrix); the
         others are counted, not used (a feature the model needs that the event lacks or holds
@@ -60,7 +60,7 @@ class Rows:
         kept, values = [], []
         for i, features in enumerate(self.features):
             row = [features.get(name) for name in schema.names]
-            if self.labels[i] in (0.0, 1.0) and _scorable(schema, row):
+            if self.labels[i] in (0.0, 1.0) and _scorable(schema, row, max_category_chars):
                 kept.append(i)
                 values.append(row)
         index = np.array(kept, dtype=np.int64)
@@ -127,8 +127,8 @@ class TrainingStore(Pairing):
         return f"{self.prefix}:rows"
 
 
-def _scorable(schema: FeatureSchema, row: Sequence[object]) -> bool:
+def _scorable(schema: FeatureSchema, row: Sequence[object], max_chars: int) -> bool:
     return all(
-        value_fault(name, kind, value, schema.accepts_missing, MAX_CATEGORY_CHARS) is None
+        value_fault(name, kind, value, schema.accepts_missing, max_chars) is None
         for name, kind, value in zip(schema.names, schema.kinds, row, strict=True)
     )

@@ -15,6 +15,7 @@ them has the event dead-lettered.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
@@ -37,6 +38,9 @@ class FeatureSchema:
     kinds: tuple[FeatureKind, ...]
     accepts_missing: bool = False
     form: InputForm = "array"
+    # a missing category given as None, not NaN: its encoders were fitted on None (an object
+    # column built from JSON records); found from the estimator at load, never stored
+    none_for_missing: bool = False
 
     @classmethod
     def numbers(cls, names: Sequence[str]) -> FeatureSchema:
@@ -87,12 +91,19 @@ class FeatureSchema:
         kinds = self.kinds_by_name()
         chosen = list(self.names if names is None else names)
         columns = {  # astype: None becomes NaN
-            name: _nan_for_none(matrix[:, i])
+            name: self._categories(matrix[:, i])
             if kinds[name] == "category"
             else matrix[:, i].astype(np.float64)
             for name, i in zip(chosen, map(self.names.index, chosen), strict=True)
         }
         return pd.DataFrame(columns, columns=chosen, copy=False)
+
+    def _categories(self, column: np.ndarray) -> Any:
+        import pandas as pd
+
+        if self.none_for_missing:  # object dtype, or pandas would read None as NaN
+            return pd.Series(column, dtype=object, copy=False)
+        return _nan_for_none(column)
 
 
 def parse_kinds(spec: str) -> dict[str, FeatureKind]:
@@ -172,8 +183,10 @@ def _takes_text(part: Any) -> bool:
         if isinstance(step, FeatureHasher):
             return True
         categories = getattr(step, "categories_", None)
-        if categories is not None and any(np.asarray(c).dtype.kind in "OUS" for c in categories):
-            return True
+        if categories is not None and any(
+            isinstance(v, str) for c in categories for v in np.asarray(c).tolist()
+        ):
+            return True  # text categories: integer codes in an object column are numbers
     return False
 
 
@@ -193,6 +206,18 @@ def known_categories(estimator: Any) -> dict[str, list[str]]:
                     if present:
                         known.setdefault(name, present)
     return known
+
+
+def fitted_with_none(estimator: Any) -> bool:
+    """Whether an encoder's categories hold None (and no NaN) for a missing value."""
+    found = [
+        np.asarray(categories).tolist()
+        for step in _parts(estimator)
+        for categories in getattr(step, "categories_", ())
+    ]
+    has_none = any(None in values for values in found)
+    has_nan = any(isinstance(v, float) and math.isnan(v) for values in found for v in values)
+    return has_none and not has_nan
 
 
 def form_of(estimator: Any) -> InputForm:

@@ -34,7 +34,7 @@ def column_plan(
     it does not agree with the Pipeline (`predict` is the Pipeline's predict_proba/predict)."""
     try:
         plan = _build(estimator, schema)
-    except _Unplannable:
+    except Exception:  # _Unplannable, or a shape of ColumnTransformer not foreseen here
         return None
     if plan is None or not _agrees(plan, predict, schema, estimator):
         return None
@@ -146,6 +146,8 @@ def _numbers(
 
 
 def _column_names(columns: Any, schema: FeatureSchema) -> list[str]:
+    if not isinstance(columns, str | list | tuple | np.ndarray):
+        raise _Unplannable  # a slice, a position, a callable
     names = [columns] if isinstance(columns, str) else list(columns)
     if not all(isinstance(name, str) and name in schema.names for name in names):
         raise _Unplannable  # by position or by mask: leave it to the Pipeline

@@ -72,8 +72,14 @@ def probe_version(
             f"{schema.form} failed: {why}"
         )
     if schema.form == "frame" and schema.all_numbers:
-        as_array = _scores(estimator, kind, replace(schema, form="array"), [row])
-        if isinstance(as_array, np.ndarray) and np.array_equal(as_array, scores):
+        rows: list[tuple[object, ...]] = [row, (1.0,) * len(row), (-1.0,) * len(row)]
+        as_frame = _scores(estimator, kind, schema, rows)
+        as_array = _scores(estimator, kind, replace(schema, form="array"), rows)
+        if (
+            isinstance(as_array, np.ndarray)
+            and isinstance(as_frame, np.ndarray)
+            and np.array_equal(as_array, as_frame)
+        ):
             schema = replace(schema, form="array")
     accepts = _accepts_missing(estimator, kind, schema, row)
     if missing == "accept" and accepts is not True:
@@ -95,12 +101,16 @@ def _accepts_missing(
 def _scores(
     estimator: Any, kind: ModelKind, schema: FeatureSchema, rows: list[tuple[object, ...]]
 ) -> np.ndarray | str | None:
-    """The scores of `rows` as a worker computes them; the error's text if scoring raises,
-    None if a score is missing or not finite."""
+    """The scores of `rows` as a worker computes them, but with scikit-learn's own checks of
+    the input on (so NaN is refused by an estimator that cannot take it, where a worker's
+    unchecked call could give a meaningless score); the error's text if scoring raises, None
+    if a score is missing or not finite."""
     try:
-        scores = score_function(estimator, kind, schema)(rows_matrix(schema, rows))
-    except Exception as exc:
-        return f"{type(exc).__name__}: {exc}"
+        scored = score_function(estimator, kind, schema, checked=True)
+        scores = scored(rows_matrix(schema, rows))
+    except Exception as exc:  # one line: scikit-learn's messages run to paragraphs
+        first = (str(exc).splitlines() or [""])[0]
+        return f"{type(exc).__name__}: {first if len(first) <= 200 else first[:197] + '...'}"
     if scores.shape != (len(rows),) or not np.isfinite(scores).all():
         return None
     return scores

@@ -72,6 +72,7 @@ def publish_estimator(
         )
     profile = None
     if reference_rows is not None:
+        reference_rows = _takeable(reference_rows, probed.schema)
         profile = reference_of(reference_rows, estimator, info, probed.schema)
     compiled = None
     serve: Runtime = "joblib"
@@ -101,15 +102,9 @@ def reference_of(
     """The drift reference: the rows (decoded as a worker decodes them, None or NaN where
     missing), and the model's own scores on them as a worker computes them. A version that
     does not take missing values is profiled on the rows that have none."""
-    from worker.models.profile import build_profile, missing_values
+    from worker.models.profile import build_profile
     from worker.models.scoring import score_function
 
-    if not schema.accepts_missing:
-        rows = rows[~missing_values(rows).any(axis=1)]
-        if not len(rows):
-            raise ArtifactRejected(
-                "every reference row has a missing value, and this version does not take them"
-            )
     scores = score_function(estimator, info.kind, schema)(rows)
     return build_profile(
         rows,
@@ -118,6 +113,21 @@ def reference_of(
         category_features=schema.categories,
         missing=schema.accepts_missing,
     )
+
+
+def _takeable(rows: np.ndarray, schema: FeatureSchema) -> np.ndarray:
+    """The reference rows a worker would score: for a version that does not take missing
+    values, those that have none (for its profile and its ONNX check alike)."""
+    from worker.models.profile import missing_values
+
+    if schema.accepts_missing:
+        return rows
+    complete = rows[~missing_values(rows).any(axis=1)]
+    if not len(complete):
+        raise ArtifactRejected(
+            "every reference row has a missing value, and this version does not take them"
+        )
+    return complete
 
 
 def compile_of(

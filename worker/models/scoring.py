@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, Literal
 
 import numpy as np
 
-from worker.models.features import FeatureSchema
+from worker.models.features import FeatureSchema, fitted_with_none
 from worker.models.plan import column_plan
 
 ModelKind = Literal["classifier", "regressor"]
@@ -20,12 +21,21 @@ ScoreFn = Callable[[np.ndarray], np.ndarray]
 _FEATURE_NAMES_WARNING = "X does not have valid feature names"
 
 
-def score_function(estimator: Any, kind: ModelKind, schema: FeatureSchema | None = None) -> ScoreFn:
+def score_function(
+    estimator: Any,
+    kind: ModelKind,
+    schema: FeatureSchema | None = None,
+    *,
+    checked: bool = False,
+) -> ScoreFn:
     """A classifier scores the positive-class probability; a regressor its prediction.
-    Without a schema the rows are a float matrix, given as they are."""
+    Without a schema the rows are a float matrix, given as they are. `checked`: scikit-learn
+    checks the rows itself (publish's probe: an estimator that refuses NaN must say so)."""
     from sklearn import config_context  # at model load, so the registry's commands start fast
 
     predict = estimator.predict_proba if kind == "classifier" else estimator.predict
+    if schema is not None and schema.categories:
+        schema = replace(schema, none_for_missing=fitted_with_none(estimator))
     plan = column_plan(estimator, schema, predict) if schema and schema.form == "frame" else None
 
     def score(matrix: np.ndarray) -> np.ndarray:
@@ -34,7 +44,7 @@ def score_function(estimator: Any, kind: ModelKind, schema: FeatureSchema | None
         # from them (a log of a negative number) would warn on every batch: the scores are
         # checked instead, and such a row dead-lettered (stream/scoring.py).
         with (
-            config_context(assume_finite=True),
+            config_context(assume_finite=not checked),
             warnings.catch_warnings(),
             np.errstate(all="ignore"),
         ):

@@ -113,6 +113,15 @@ def test_rows_keep_categories_and_missing_values_for_a_version_that_takes_them()
     assert matrix.x.tolist() == [[1, "x"], [None, "y"], [None, None]]
     assert matrix.incomplete == 1  # a number where the category was expected
     assert rows.matrix(FeatureSchema(("n", "c"), (NUMBER, CATEGORY))).x.tolist() == [[1, "x"]]
+    wrong = Rows(
+        ["e", "f", "g", "h"],
+        np.arange(4.0),
+        np.array([1.0, 0.0, 1.0, 0.0]),
+        [{"n": True, "c": "x"}, {"n": {}, "c": "x"}, {"n": 1, "c": "x" * 300}, {"n": 1, "c": "y"}],
+    )
+    kept = wrong.matrix(mixed)  # what a worker dead-letters is no training row either
+    assert kept.x.tolist() == [[1, "y"]] and kept.incomplete == 3
+    assert wrong.matrix(mixed, max_category_chars=300).incomplete == 2
 
 
 def test_a_pipeline_fitted_on_a_dataframe_is_refitted_on_one_and_judged_as_it_scores() -> None:

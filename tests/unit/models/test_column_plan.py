@@ -141,3 +141,19 @@ def test_a_plan_that_would_score_differently_is_not_taken() -> None:
 def test_no_plan_for_an_estimator_without_a_column_transformer_first() -> None:
     plain = LogisticRegression().fit(TRAIN[["m"]], LABELS)
     assert column_plan(plain, FeatureSchema.numbers(("m",)), plain.predict_proba) is None
+
+
+def test_columns_chosen_by_slice_are_left_to_the_pipeline_not_a_crash() -> None:
+    model = make_pipeline(
+        ColumnTransformer(
+            [
+                ("n", numbers(), slice("n", "m")),
+                ("c", OneHotEncoder(handle_unknown="ignore"), ["c", "d"]),
+            ]
+        ),
+        LogisticRegression(),
+    ).fit(TRAIN, LABELS)
+    assert column_plan(model, SCHEMA, model.predict_proba) is None
+    matrix = decoded(frame(50, 3))
+    scores = score_function(model, "classifier", SCHEMA)(matrix)
+    assert np.abs(scores - model.predict_proba(SCHEMA.frame(matrix))[:, 1]).max() == 0
