@@ -7,14 +7,16 @@ its text form: `1` and `"1"` are one category only if the estimator was fitted s
 worker cannot know. A category fitted on integer codes (Avazu's `banner_pos`, say) is a
 `number` feature whose encoder sees the integers it was fitted on.
 
-A missing feature (`null` or absent) is given to a version that accepts missing values as
-NaN, in number and category columns alike (NaN is what pandas reads an empty cell as, and
-what SimpleImputer and HistGradientBoosting take as missing); a version that does not accept
-them has the event dead-lettered.
+A missing feature (`null` or absent) is held as None in a decoded object matrix and given to a
+version that accepts missing values as NaN, in number and category columns alike (NaN is what
+pandas reads an empty cell as, and what SimpleImputer and HistGradientBoosting take as
+missing), or as None to encoders fitted on None; a version that does not accept them has the
+event dead-lettered.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -61,15 +63,20 @@ class FeatureSchema:
         return tuple(n for n, k in zip(self.names, self.kinds, strict=True) if k == "category")
 
     def select_kinds(self, names: Sequence[str]) -> set[FeatureKind]:
-        kinds = self.kinds_by_name()
+        kinds = self._kind_of
         return {kinds[name] for name in names}
 
     def kinds_by_name(self) -> dict[str, FeatureKind]:
+        return dict(self._kind_of)
+
+    @functools.cached_property
+    def _kind_of(self) -> dict[str, FeatureKind]:
+        """Once per schema: the per-batch paths (`frame`, `reads_like`) look kinds up by name."""
         return dict(zip(self.names, self.kinds, strict=True))
 
     def reads_like(self, other: FeatureSchema) -> bool:
         """Whether `other`'s decoded rows serve this schema as they are (its columns)."""
-        theirs = other.kinds_by_name()
+        theirs = other._kind_of
         return self.accepts_missing == other.accepts_missing and all(
             theirs.get(name) == kind for name, kind in zip(self.names, self.kinds, strict=True)
         )
@@ -88,7 +95,7 @@ class FeatureSchema:
         object categories."""
         import pandas as pd
 
-        kinds = self.kinds_by_name()
+        kinds = self._kind_of
         chosen = list(self.names if names is None else names)
         columns = {  # astype: None becomes NaN
             name: self._categories(matrix[:, i])
@@ -208,6 +215,16 @@ def known_categories(estimator: Any) -> dict[str, list[str]]:
     return known
 
 
+# a missing value as the decoded matrix holds it (None) and as pandas does (the np.nan object):
+# keys of a lookup that must find a missing value, by identity, in one dict access
+MISSING_KEYS: tuple[object, ...] = (None, np.nan)
+
+
+def is_missing(value: object) -> bool:
+    """None or a NaN float: a missing value in every form the rows take."""
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
 def fitted_with_none(estimator: Any) -> bool:
     """Whether an encoder's categories hold None (and no NaN) for a missing value."""
     found = [
@@ -215,9 +232,8 @@ def fitted_with_none(estimator: Any) -> bool:
         for step in _parts(estimator)
         for categories in getattr(step, "categories_", ())
     ]
-    has_none = any(None in values for values in found)
-    has_nan = any(isinstance(v, float) and math.isnan(v) for values in found for v in values)
-    return has_none and not has_nan
+    missing = [v for values in found for v in values if is_missing(v)]
+    return bool(missing) and all(v is None for v in missing)
 
 
 def form_of(estimator: Any) -> InputForm:

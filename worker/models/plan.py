@@ -12,14 +12,19 @@ scikit-learn on its own columns. `column_plan` returns a plan only once it score
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from itertools import repeat
 from typing import Any
 
 import numpy as np
 
-from worker.models.features import FeatureSchema, known_categories, rows_matrix
+from worker.models.features import (
+    MISSING_KEYS,
+    FeatureSchema,
+    is_missing,
+    known_categories,
+    rows_matrix,
+)
 
 Block = Any  # a 2-D float array or a scipy CSR matrix
 Frames = Callable[[list[str]], Any]  # column names -> those columns of the batch, a DataFrame
@@ -114,7 +119,7 @@ def _numeric_steps(part: Any) -> list[tuple[np.ndarray | None, np.ndarray | None
 def _fills_nan(imputer: Any) -> bool:
     statistics = np.asarray(imputer.statistics_, dtype=np.float64)
     return (
-        _is_nan(imputer.missing_values)
+        is_missing(imputer.missing_values)
         and not imputer.add_indicator
         and bool(np.isfinite(statistics).all())  # no column left out for being all NaN
     )
@@ -164,7 +169,6 @@ def _plain_encoder(encoder: Any) -> bool:
 
 
 Lookup = dict[object, int]
-_MISSING: object = np.nan  # a missing value as pandas holds it
 
 
 def _lookups(encoder: Any, missing_code: int | None = None) -> list[Lookup]:
@@ -176,27 +180,23 @@ def _lookups(encoder: Any, missing_code: int | None = None) -> list[Lookup]:
     for categories in encoder.categories_:
         values = list(categories)
         index: Lookup = {v: i for i, v in enumerate(values) if isinstance(v, str)}
-        fitted_missing = [i for i, v in enumerate(values) if _is_nan(v)]
+        fitted_missing = [i for i, v in enumerate(values) if is_missing(v)]
         if len(index) + len(fitted_missing) != len(values):
             raise _Unplannable  # categories that are not text
         if fitted_missing:
             code = fitted_missing[0] if missing_code is None else missing_code
-            index[None] = index[_MISSING] = code
+            index.update(dict.fromkeys(MISSING_KEYS, code))
         lookups.append(index)
     return lookups
-
-
-def _is_nan(value: object) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def _codes(column: np.ndarray, lookup: Lookup) -> np.ndarray:
     """Each value's code, -1 for one never seen (and a missing value no category holds)."""
     codes = np.fromiter(map(lookup.get, column, repeat(-1)), dtype=np.intp, count=len(column))
     unseen = np.flatnonzero(codes < 0)
-    if len(unseen) and _MISSING in lookup:  # a NaN that is not the np.nan object itself
-        for row in unseen[[_is_nan(column[r]) for r in unseen]]:
-            codes[row] = lookup[_MISSING]
+    if len(unseen) and None in lookup:  # a NaN that is not the np.nan object itself
+        for row in unseen[[is_missing(column[r]) for r in unseen]]:
+            codes[row] = lookup[None]
     return codes
 
 

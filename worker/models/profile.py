@@ -14,7 +14,6 @@ of a reference that has them) gives every feature a last bin more, "missing".
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,6 +22,8 @@ from typing import Any
 
 import numpy as np
 import orjson
+
+from worker.models.features import MISSING_KEYS, is_missing
 
 DEFAULT_BINS = 10
 # Shares below this are raised to it before PSI's log: a bin empty on one side would otherwise
@@ -270,12 +271,8 @@ def missing_values(rows: np.ndarray) -> np.ndarray:
     if rows.dtype != object:
         nan: np.ndarray = np.isnan(rows)
         return nan
-    absent: np.ndarray = np.vectorize(_is_missing, otypes=[bool])(rows)
+    absent: np.ndarray = np.vectorize(is_missing, otypes=[bool])(rows)
     return absent
-
-
-def _is_missing(value: object) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def _top_categories(values: np.ndarray, bins: int) -> tuple[str, ...]:
@@ -312,11 +309,8 @@ def _lookup(categories: tuple[str, ...] | None, missing: bool) -> dict[object, i
     if categories is None:
         return None
     lookup: dict[object, int] = {value: i for i, value in enumerate(categories)}
-    lookup[None] = lookup[_NAN] = len(categories) + 1 if missing else len(categories)
+    lookup.update(dict.fromkeys(MISSING_KEYS, len(categories) + 1 if missing else len(categories)))
     return lookup
-
-
-_NAN: object = np.nan
 
 
 def _check_features(features: tuple[str, ...]) -> None:

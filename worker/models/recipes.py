@@ -12,8 +12,9 @@ never seen is one more hashed token rather than an error.
 
 from __future__ import annotations
 
-import math
 from typing import Any
+
+from worker.models.features import is_missing
 
 
 def hashed_tokens(frame: Any) -> list[list[str]]:
@@ -21,10 +22,10 @@ def hashed_tokens(frame: Any) -> list[list[str]]:
     token, so missing is the absence of every value of that column."""
     columns = [str(name) for name in frame.columns]
     return [
-        [f"{name}={value}" for name, value in zip(columns, row, strict=True) if _present(value)]
+        [
+            f"{name}={value}"
+            for name, value in zip(columns, row, strict=True)
+            if not is_missing(value)
+        ]
         for row in frame.itertuples(index=False, name=None)
     ]
-
-
-def _present(value: object) -> bool:
-    return value is not None and not (isinstance(value, float) and math.isnan(value))

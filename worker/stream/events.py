@@ -48,7 +48,7 @@ class Reason:
     NON_FINITE_FEATURE = "non_finite_feature"
     INVALID_CATEGORY = "invalid_category"  # a category feature that is not a string
     CATEGORY_TOO_LONG = "category_too_long"  # longer than max_category_chars
-    SCORING_FAILED = "scoring_failed"  # the model raised on this row (set by the loop)
+    SCORING_FAILED = "scoring_failed"  # the model raised on this row or gave it no finite score
 
     @classmethod
     def codes(cls) -> list[str]:
@@ -415,10 +415,15 @@ def _mixed_matrix(
     by_kind: dict[FeatureKind, list[Sequence[object]]] = {"number": [], "category": []}
     for kind, column in zip(schema.kinds, columns, strict=False):
         by_kind[kind].append(column)
-    every = {kind: tuple(itertools.chain.from_iterable(cs)) for kind, cs in by_kind.items()}
     if all(
-        _column_ok(values, kind, schema.accepts_missing, limits.max_category_chars)
-        for kind, values in every.items()
+        _column_ok(
+            tuple(itertools.chain.from_iterable(columns_of_kind)),
+            kind,
+            schema.accepts_missing,
+            limits.max_category_chars,
+        )
+        for kind, columns_of_kind in by_kind.items()
+        if columns_of_kind
     ):
         batch.matrix = rows_matrix(schema, rows)
         return

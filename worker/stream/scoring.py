@@ -174,9 +174,9 @@ class _Reading:
         """The rows as `model` reads them, with no rejects yet: the primary's matrix when the
         features agree, its columns when the model reads fewer the same way, else decoded
         again."""
-        if model.features == self.schema.names and model.schema.reads_like(self.schema):
-            return dataclasses.replace(rows, rejects=[])
         if model.schema.reads_like(self.schema):
+            if model.features == self.schema.names:
+                return dataclasses.replace(rows, rejects=[])
             columns = [self.schema.names.index(name) for name in model.features]
             return dataclasses.replace(rows, matrix=rows.matrix[:, columns], rejects=[])
         values = [self.values[i] for i in rows.accepted]
