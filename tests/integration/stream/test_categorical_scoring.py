@@ -275,3 +275,31 @@ def test_model_list_shows_each_features_kind_and_the_missing_policy(
         and entries["b1"]["feature_kinds"]["I1"] == "number"
     )
     assert entries["b2"]["input_form"] == "frame" and entries["b2"]["warm_up_row"][0] == 0.0
+
+
+def test_onnx_and_a_reference_a_version_cannot_take_are_refused_in_one_line(
+    settings: Settings,
+    scorer_main: Any,
+    pipelines: dict[str, tuple[Any, Path]],
+    registry: Registry,
+    tmp_path: Path,
+) -> None:
+    """ONNX takes numbers without missing values for now; a version that refuses missing
+    values cannot be profiled on a reference whose every row has one. Nothing is stored."""
+    onnx = scorer_main(
+        settings, "model", "publish", str(pipelines["ctr-onehot"][1]), "--version", "o1",
+        "--format", "onnx",
+    )  # fmt: skip
+    assert onnx.returncode == 5 and "--format onnx|both takes versions of numbers" in onnx.stderr
+    model = tmp_path / "logistic.joblib"
+    joblib.dump(logistic_on(), model)
+    reference = tmp_path / "holes.csv"
+    reference.write_text(",".join(FEATURES) + "\n" + "1," * (len(FEATURES) - 1) + "\n")
+    holes = scorer_main(
+        settings, "model", "publish", str(model), "--version", "r1",
+        "--features", ",".join(FEATURES), "--reference", str(reference),
+    )  # fmt: skip
+    assert holes.returncode == 5
+    assert "every reference row has a missing value" in holes.stderr
+    assert len(holes.stderr.strip().splitlines()) == 1
+    assert registry.versions() == []

@@ -291,3 +291,28 @@ def test_a_numbers_only_profile_is_stored_as_before_categories() -> None:
         "score_proportions",
         "rows",
     }
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"categories": [["a", "a"]]}, "x: categories repeat"),
+        ({"categories": [[1]]}, "categories must be lists of text"),
+        ({"categories": [["a"]], "edges": [[0.0]]}, "x: a category feature has no edges"),
+        ({"categories": [["a"], None]}, "1 features but 2 category lists"),
+    ],
+)
+def test_a_stored_category_profile_names_what_is_malformed(
+    change: dict[str, Any], message: str
+) -> None:
+    good = {
+        "features": ["x"],
+        "rows": 10,
+        "edges": [[]],
+        "proportions": [[0.5, 0.5]],
+        "score_edges": [],
+        "score_proportions": [1.0],
+        "categories": [["a"]],
+    }
+    with pytest.raises(ValueError, match=message):
+        ReferenceProfile.from_json(orjson.dumps(good | change))
