@@ -352,7 +352,8 @@ def _add_model_commands(
         "--missing",
         choices=["accept", "reject"],
         help="whether workers give missing (null or absent) features to the model or "
-        "dead-letter the event; by default found by scoring probe rows with missing values",
+        "dead-letter the event; by default found by scoring probe rows with missing values "
+        "(with --format onnx or both: refused where the ONNX graph scores them otherwise)",
     )
     publish.add_argument("--note", default="")
     publish.add_argument(

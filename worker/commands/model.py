@@ -88,6 +88,8 @@ def cmd_model_publish(args: argparse.Namespace, settings: Settings) -> int:
             f"{compiled.max_difference:.3g} on {compiled.probe_rows} probe rows; per event "
             f"joblib {compiled.joblib_us:.2f} µs, onnx {compiled.onnx_us:.2f} µs"
         )
+    if published.notice:
+        print(published.notice)
     if profile is not None:
         print(f"reference profile from {profile.rows} rows of {args.reference}")
     if args.activate:

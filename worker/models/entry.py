@@ -42,6 +42,7 @@ class OnnxArtifact:
     joblib_us: float  # scoring cost per event of each runtime, measured at publish
     onnx_us: float
     versions: dict[str, str]  # skl2onnx, onnxruntime, onnx
+    missing_text: str = "nan"  # a string input's value for a missing category (onnx_inputs)
 
     @classmethod
     def of(cls, compiled: Compiled, signing_key: str, versions: dict[str, str]) -> OnnxArtifact:
@@ -54,6 +55,7 @@ class OnnxArtifact:
             compiled.joblib_us,
             compiled.onnx_us,
             versions,
+            compiled.missing_text,
         )
 
 

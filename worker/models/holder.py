@@ -54,7 +54,9 @@ def load_version(registry: Registry, version: str, settings: Settings) -> Loaded
     schema = entry.schema
     if runtime == "onnx" and entry.onnx is not None:
         verify_artifact(data, entry.onnx.sha256, entry.onnx.signature, signing_key)
-        score = onnx_score_function(data, entry.kind, settings.onnx_threads)
+        score = onnx_score_function(
+            data, entry.kind, settings.onnx_threads, schema, entry.onnx.missing_text
+        )
         kind, sha256 = entry.kind, entry.onnx.sha256
     else:
         verify_artifact(data, entry.sha256, entry.signature, signing_key)

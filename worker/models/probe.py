@@ -48,6 +48,9 @@ class Probed:
             warm_up_row=self.warm_up_row,
         )
 
+    def refusing_missing(self) -> Probed:
+        return replace(self, schema=replace(self.schema, accepts_missing=False))
+
 
 def probe_version(
     estimator: Any,

@@ -15,7 +15,7 @@ from worker.errors import ArtifactRejected
 from worker.models.artifacts import EstimatorInfo, inspect_estimator
 from worker.models.entry import RegistryEntry
 from worker.models.features import FeatureKind, FeatureSchema, estimator_kinds, resolve_kinds
-from worker.models.probe import MissingPolicy, probe_version
+from worker.models.probe import MissingPolicy, Probed, probe_version
 from worker.models.registry import CanaryRequest, Registry
 
 if TYPE_CHECKING:
@@ -31,6 +31,13 @@ class Published:
     entry: RegistryEntry
     compiled: Compiled | None
     profile: ReferenceProfile | None
+    notice: str = ""  # what publish decided that the operator did not ask for
+
+
+_REFUSED_FOR_ONNX = (
+    "missing values refused: the ONNX graph does not score them as scikit-learn does "
+    "(--format joblib takes them)"
+)
 
 
 def publish_estimator(
@@ -60,26 +67,23 @@ def publish_estimator(
     it takes missing values unless `missing` says."""
     info = inspect_estimator(estimator, features)
     kinds = resolve_kinds(info.features, feature_kinds, estimator_kinds(estimator))
-    # the ONNX fidelity check covers numbers without missing values
-    compiling = fmt != "joblib"
-    probed = probe_version(
-        estimator, info.kind, info.features, kinds, missing or ("reject" if compiling else None)
-    )
-    if compiling and not probed.schema.plain:
-        raise ArtifactRejected(
-            "--format onnx|both takes versions of numbers without missing values for now: "
-            "publish this one with --format joblib"
+    probed = probe_version(estimator, info.kind, info.features, kinds, missing)
+    compiled = None
+    serve: Runtime = "joblib"
+    notice = ""
+    if fmt != "joblib":
+        compiled, compiled_as = _compiled_version(
+            estimator, info, probed, reference_rows, tolerance, decided=missing is not None
         )
+        if compiled_as != probed:
+            notice = _REFUSED_FOR_ONNX
+        probed = compiled_as
+        serve = "onnx" if fmt == "onnx" else compiled.faster
+    serve = runtime or serve
     profile = None
     if reference_rows is not None:
         reference_rows = _takeable(reference_rows, probed.schema)
         profile = reference_of(reference_rows, estimator, info, probed.schema)
-    compiled = None
-    serve: Runtime = "joblib"
-    if fmt != "joblib":
-        compiled = compile_of(estimator, info, reference_rows, tolerance)
-        serve = "onnx" if fmt == "onnx" else compiled.faster
-    serve = runtime or serve
     entry = registry.publish(
         data if fmt != "onnx" else None,
         version,
@@ -93,7 +97,32 @@ def publish_estimator(
         canary=canary,
         probed=probed,
     )
-    return Published(entry, compiled, profile)
+    return Published(entry, compiled, profile, notice)
+
+
+def _compiled_version(
+    estimator: Any,
+    info: EstimatorInfo,
+    probed: Probed,
+    rows: np.ndarray | None,
+    tolerance: float,
+    *,
+    decided: bool,
+) -> tuple[Compiled, Probed]:
+    """The ONNX conversion of the version as probed, checked on the rows it would score.
+    Where `--missing` left missing values to the probe and the graph scores them unlike
+    scikit-learn (a forest's converter drops its learned NaN branches), the version refusing
+    them, as every version compiled before missing values were: their events dead-lettered."""
+    schema = probed.schema
+    try:
+        checked_on = None if rows is None else _takeable(rows, schema)
+        return compile_of(estimator, info, schema, checked_on, tolerance), probed
+    except ArtifactRejected:
+        if decided or not schema.accepts_missing:
+            raise
+    refusing = probed.refusing_missing()
+    checked_on = None if rows is None else _takeable(rows, refusing.schema)
+    return compile_of(estimator, info, refusing.schema, checked_on, tolerance), refusing
 
 
 def reference_of(
@@ -131,11 +160,15 @@ def _takeable(rows: np.ndarray, schema: FeatureSchema) -> np.ndarray:
 
 
 def compile_of(
-    estimator: object, info: EstimatorInfo, rows: np.ndarray | None, tolerance: float
+    estimator: object,
+    info: EstimatorInfo,
+    schema: FeatureSchema,
+    rows: np.ndarray | None,
+    tolerance: float,
 ) -> Compiled:
     """The ONNX conversion, checked on the reference rows or on rows drawn within the
-    model's feature ranges."""
+    model's feature ranges, with unseen categories and missing values where they apply."""
     from worker.models.compiled import compile_estimator, probe_rows
 
-    probe = probe_rows(estimator, len(info.features), rows)
-    return compile_estimator(estimator, info, probe, tolerance)
+    probe = probe_rows(estimator, schema, rows)
+    return compile_estimator(estimator, info, probe, tolerance, schema)

@@ -21,6 +21,7 @@ from sklearn.linear_model import LogisticRegression
 from worker.infra.clients import connect_redis
 from worker.models.artifacts import inspect_estimator
 from worker.models.compiled import Runtime, compile_estimator, probe_rows
+from worker.models.features import FeatureSchema
 from worker.models.registry import Registry
 from worker.tools.bench import (
     Bench,
@@ -79,7 +80,9 @@ def _publish_every_format(bench: Bench) -> dict[str, dict[str, Any]]:
     for kind, make in KINDS.items():
         model = make().fit(rows, clicks)
         info = inspect_estimator(model, FEATURES)
-        compiled = compile_estimator(model, info, probe_rows(model, len(FEATURES), None), 1e-5)
+        compiled = compile_estimator(
+            model, info, probe_rows(model, FeatureSchema.numbers(FEATURES), None), 1e-5
+        )
         costs[kind] = {
             "joblib_us": round(compiled.joblib_us, 3),
             "onnx_us": round(compiled.onnx_us, 3),

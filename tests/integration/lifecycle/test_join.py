@@ -19,6 +19,7 @@ from worker.lifecycle.records import Label, Prediction
 from worker.lifecycle.report import build_report
 from worker.models.artifacts import inspect_estimator
 from worker.models.compiled import compile_estimator, probe_rows
+from worker.models.features import FeatureSchema
 from worker.models.registry import Registry
 from worker.models.usage import UsageStore
 from worker.settings import Settings
@@ -356,7 +357,7 @@ def test_a_pickle_free_guard_rollback_passes_over_versions_its_workers_would_ref
     """allow_pickle false: v3 fails; v2 before it is joblib only, so the rollback lands on v1,
     which has ONNX bytes; with no such version left there is nothing to return to."""
     info = inspect_estimator(logistic, FEATURES)
-    probe = probe_rows(logistic, len(FEATURES), None)
+    probe = probe_rows(logistic, FeatureSchema.numbers(FEATURES), None)
     compiled = compile_estimator(logistic, info, probe, 1e-5)
     for version in ("v1", "v3"):
         registry.publish(None, version, info, compiled=compiled, runtime="onnx")

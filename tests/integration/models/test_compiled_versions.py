@@ -14,6 +14,7 @@ import numpy as np
 import orjson
 import pytest
 from kafka import KafkaProducer
+from sklearn.ensemble import RandomForestClassifier
 from sklearn.semi_supervised import LabelSpreading
 
 from tests.conftest import SteadyStream, TopicReader, send_events, settings_env, wait_until
@@ -45,6 +46,30 @@ def forest_file(forest: Any, tmp_path: Path) -> str:
     return saved(forest, tmp_path, "f")
 
 
+def test_missing_values_an_onnx_graph_scores_unlike_scikit_learn_are_refused(
+    settings: Settings, scorer_main: Any, registry: Registry, tmp_path: Path
+) -> None:
+    """A random forest takes NaN, but skl2onnx's forest drops the branches it learned for it:
+    left to the probe, the ONNX version is stored refusing missing values, and says so; asked
+    to accept them, publish refuses in one line."""
+    rows = feature_rows(1500, seed=5)
+    forest = RandomForestClassifier(n_estimators=20, max_depth=6, random_state=0)
+    path = saved(forest.fit(rows, click_labels(rows, seed=5)), tmp_path, "rf")
+
+    accepting = publish(
+        scorer_main, settings, path, "v0", "--format", "onnx", "--missing", "accept"
+    )
+    done = publish(scorer_main, settings, path, "v1", "--format", "onnx")
+
+    assert accepting.returncode == 5 and len(accepting.stderr.strip().splitlines()) == 1
+    assert "ONNX scores differ" in accepting.stderr
+    assert "a row with a missing value" in accepting.stderr
+    assert done.returncode == 0, done.stderr
+    assert "missing=reject" in done.stdout and "missing values refused" in done.stdout
+    assert [e.version for e in registry.versions()] == ["v1"]
+    assert not registry.entry("v1").accepts_missing
+
+
 def test_an_onnx_only_version_stores_no_pickle_and_scores_as_scikit_learn_does(
     settings: Settings,
     scorer_main: Any,
@@ -57,6 +82,7 @@ def test_an_onnx_only_version_stores_no_pickle_and_scores_as_scikit_learn_does(
 
     assert done.returncode == 0, done.stderr
     assert "format=onnx runtime=onnx" in done.stdout and "largest score difference" in done.stdout
+    assert "missing=reject" in done.stdout  # gradient boosting refuses NaN
     entry = registry.entry("v1")
     assert entry.format == "onnx" and entry.runtime == "onnx" and entry.sha256 == ""
     assert entry.onnx is not None and entry.onnx.max_difference <= 1e-5

@@ -88,13 +88,7 @@ def test_each_arm_scores_as_the_pipelines_own_predict_proba_and_bad_values_are_n
     assert scorer_main(settings, "model", "canary", "hgb", "--percent", "50").returncode == 0
     assert scorer_main(settings, "model", "shadow", "hashed").returncode == 0
     frame, rows = ctr_events(300, seed=12)
-    for i, row in enumerate(rows):
-        producer.send(settings.input_topic, key=f"e-{i}".encode(), value=_event(f"e-{i}", row))
-    for event_id, (change, _, _) in BAD.items():
-        producer.send(
-            settings.input_topic, key=event_id.encode(), value=_event(event_id, rows[0] | change)
-        )
-    producer.flush()
+    send_with_bad(producer, settings.input_topic, rows)
     worker_factory(client_settings)
 
     wait_until(
@@ -127,6 +121,15 @@ def test_each_arm_scores_as_the_pipelines_own_predict_proba_and_bad_values_are_n
     for event_id, (_, reason, named) in BAD.items():
         assert letters[event_id]["error"].decode() == reason
         assert named in letters[event_id]["error_detail"].decode()
+
+
+def send_with_bad(producer: KafkaProducer, topic: str, rows: list[dict[str, object]]) -> None:
+    """The events `e-0`..., then one of each BAD value (keyed by its name)."""
+    for i, row in enumerate(rows):
+        producer.send(topic, key=f"e-{i}".encode(), value=_event(f"e-{i}", row))
+    for event_id, (change, _, _) in BAD.items():
+        producer.send(topic, key=event_id.encode(), value=_event(event_id, rows[0] | change))
+    producer.flush()
 
 
 def _event(event_id: str, features: dict[str, object]) -> bytes:
@@ -277,20 +280,68 @@ def test_model_list_shows_each_features_kind_and_the_missing_policy(
     assert entries["b2"]["input_form"] == "frame" and entries["b2"]["warm_up_row"][0] == 0.0
 
 
-def test_onnx_and_a_reference_a_version_cannot_take_are_refused_in_one_line(
+def test_the_onnx_forms_of_a_and_b_score_as_the_pipelines_in_a_pickle_free_worker(
+    settings: Settings,
+    client_settings: Settings,
+    scorer_main: Any,
+    pipelines: dict[str, tuple[Any, Path]],
+    registry: Registry,
+    producer: KafkaProducer,
+    reader: TopicReader,
+    worker_factory: Any,
+) -> None:
+    """(a) and (b) as ONNX only (skl2onnx's string tensors), a 50 % canary between them, in a
+    worker with allow_pickle false: scores within the ONNX tolerance of the Pipelines' own
+    predict_proba, unseen categories and missing values included; bad values named."""
+    for version, name in (("onehot-onnx", "ctr-onehot"), ("hgb-onnx", "ctr-hgb")):
+        published = scorer_main(
+            settings, "model", "publish", str(pipelines[name][1]), "--version", version,
+            "--format", "onnx",
+        )  # fmt: skip
+        assert published.returncode == 0, published.stderr
+        assert "missing=accept input=frame format=onnx runtime=onnx" in published.stdout
+        assert registry.entry(version).sha256 == ""  # no joblib bytes stored
+    assert scorer_main(settings, "model", "activate", "onehot-onnx").returncode == 0
+    assert scorer_main(settings, "model", "canary", "hgb-onnx", "--percent", "50").returncode == 0
+    frame, rows = ctr_events(200, seed=21)
+    send_with_bad(producer, settings.input_topic, rows)
+    worker_factory(client_settings.replace(allow_pickle=False))
+
+    wait_until(
+        lambda: len(reader.predictions) >= 200 and len(reader.dead_letters) >= len(BAD),
+        what="every event scored or dead-lettered",
+    )
+    expected = {
+        version: dict(enumerate(pipelines[name][0].predict_proba(frame)[:, 1]))
+        for version, name in (("onehot-onnx", "ctr-onehot"), ("hgb-onnx", "ctr-hgb"))
+    }
+    assert {p["model_version"] for p in reader.predictions} == set(expected)
+    for prediction in reader.predictions:
+        want = expected[prediction["model_version"]][int(prediction["event_id"][2:])]
+        assert abs(prediction["score"] - want) <= 1e-5
+    letters = {r.key.decode(): r.headers for r in reader.dead_letters}
+    assert set(letters) == set(BAD)
+
+
+def test_an_unconvertible_step_and_a_reference_a_version_cannot_take_are_refused_in_one_line(
     settings: Settings,
     scorer_main: Any,
     pipelines: dict[str, tuple[Any, Path]],
     registry: Registry,
     tmp_path: Path,
 ) -> None:
-    """ONNX takes numbers without missing values for now; a version that refuses missing
-    values cannot be profiled on a reference whose every row has one. Nothing is stored."""
+    """skl2onnx converts no FunctionTransformer with a function: (c)'s hashing step is named;
+    a version that refuses missing values cannot be profiled on a reference whose every row
+    has one. Nothing is stored."""
     onnx = scorer_main(
-        settings, "model", "publish", str(pipelines["ctr-onehot"][1]), "--version", "o1",
+        settings, "model", "publish", str(pipelines["ctr-hashed"][1]), "--version", "o1",
         "--format", "onnx",
     )  # fmt: skip
-    assert onnx.returncode == 5 and "--format onnx|both takes versions of numbers" in onnx.stderr
+    assert onnx.returncode == 5 and len(onnx.stderr.strip().splitlines()) == 1
+    assert (
+        "step columntransformer/hashed/functiontransformer (FunctionTransformer) cannot be "
+        "converted to ONNX" in onnx.stderr
+    )
     model = tmp_path / "logistic.joblib"
     joblib.dump(logistic_on(), model)
     reference = tmp_path / "holes.csv"

@@ -29,6 +29,7 @@ from worker.models.compiled import (
     onnx_score_function,
     probe_rows,
 )
+from worker.models.features import FeatureSchema
 from worker.models.scoring import score_function
 from worker.tools.synthetic import FEATURES, click_labels, feature_rows
 
@@ -47,7 +48,7 @@ MODELS = {
 
 def compiled_and_info(model: Any, tolerance: float = 1e-5) -> tuple[Any, Any]:
     info = inspect_estimator(model, FEATURES)
-    probe = probe_rows(model, len(FEATURES), None)
+    probe = probe_rows(model, FeatureSchema.numbers(FEATURES), None)
     return compile_estimator(model, info, probe, tolerance), info
 
 
@@ -99,7 +100,7 @@ def test_bytes_that_are_not_an_onnx_model_are_refused() -> None:
 def test_the_reference_rows_are_the_probe_when_given() -> None:
     reference = feature_rows(3000, seed=1)
 
-    probe = probe_rows(LogisticRegression(), len(FEATURES), reference)
+    probe = probe_rows(LogisticRegression(), FeatureSchema.numbers(FEATURES), reference)
 
     assert np.array_equal(probe, reference[:PROBE_ROWS])
 
@@ -124,7 +125,7 @@ def test_without_a_reference_probes_stay_within_the_ranges_the_model_shows() -> 
 def test_the_faster_runtime_is_the_one_with_the_lower_cost(
     joblib_us: float, onnx_us: float, faster: str
 ) -> None:
-    assert Compiled(b"", 21, 0.0, 2000, joblib_us, onnx_us).faster == faster
+    assert Compiled(b"", 21, 0.0, 2000, joblib_us, onnx_us, "nan").faster == faster
 
 
 def test_without_the_onnx_extra_both_sides_say_what_to_install(
