@@ -29,6 +29,7 @@ from worker.errors import ArtifactRejected
 from worker.models.artifacts import EstimatorInfo
 from worker.models.features import (
     FeatureSchema,
+    columns_refusing_unknown,
     fitted_with_none,
     form_of,
     is_missing,
@@ -38,9 +39,6 @@ from worker.models.onnx_inputs import feeds_for, input_types, missing_text
 from worker.models.scoring import ModelKind, ScoreFn, score_function
 
 Runtime = Literal["joblib", "onnx"]
-PROBE_ROWS = 2000  # rows the fidelity check and the timings score
-VARIANT_ROWS = 500  # of them, copied with unseen categories, and with missing values
-DEFAULT_RANGE = 3.0  # without ranges from the model: features are taken as standard-scaled
 _TIMING_BATCH, _TIMING_REPEATS = 1000, 7
 _INSTALL_HINT = "install the onnx extra: pip install 'scorer-worker[onnx]'"
 
@@ -56,6 +54,7 @@ class Compiled:
     joblib_us: float  # scoring cost per event, batches of 1,000 rows, one thread
     onnx_us: float
     missing_text: str  # what a string input is given for a missing category
+    refuses_missing: bool = False  # the graph scores missing values unlike scikit-learn
 
     @property
     def faster(self) -> Runtime:
@@ -68,10 +67,13 @@ def compile_estimator(
     probe: np.ndarray,
     tolerance: float,
     schema: FeatureSchema | None = None,
+    *,
+    may_refuse_missing: bool = False,
 ) -> Compiled:
     """Convert, then score the probe rows (decoded rows of `schema`, numbers only without
-    one) with both runtimes and refuse a difference above `tolerance`; raises
-    ArtifactRejected naming what failed."""
+    one; fidelity_rows.py) with both runtimes and refuse a difference above `tolerance`;
+    raises ArtifactRejected naming what failed. `may_refuse_missing`: where only rows with
+    missing values differ, the version is compiled refusing them (`refuses_missing`)."""
     try:
         from skl2onnx import convert_sklearn
 
@@ -80,10 +82,11 @@ def compile_estimator(
         raise ArtifactRejected(f"--format onnx needs skl2onnx: {_INSTALL_HINT}") from None
     schema = schema or FeatureSchema.numbers(info.features)
     missing = missing_text(bool(schema.categories) and fitted_with_none(estimator))
+    _refuse_categories_read_as_missing(estimator, missing)
     try:
         graph = convert_sklearn(
             estimator,
-            initial_types=input_types(schema, per_column=form_of(estimator) == "frame"),
+            initial_types=input_types(schema, per_column=_takes_columns(estimator, schema)),
             # the probabilities as a plain tensor, not ZipMap's list of dicts
             options={"zipmap": False} if info.kind == "classifier" else None,
             **custom_converters(),
@@ -96,24 +99,98 @@ def compile_estimator(
     data = graph.SerializeToString()
     onnx_score = onnx_score_function(data, info.kind, 1, schema, missing)
     joblib_score = score_function(estimator, info.kind, schema)
-    differences = np.abs(onnx_score(probe) - joblib_score(probe))
-    difference = float(np.max(differences))
-    if not difference <= tolerance:
-        worst = probe[int(np.nanargmax(differences)) if np.isfinite(difference) else 0]
-        raise ArtifactRejected(
-            f"ONNX scores differ from scikit-learn's by up to {difference:.3g} on "
-            f"{len(probe)} probe rows, above the tolerance {tolerance:g}"
-            + (" (the largest on a row with a missing value)" if _has_missing(worst) else "")
-        )
+    _refuse_unseen_scored(onnx_score, estimator, schema, probe)
+    differences = _differences(onnx_score, joblib_score, probe)
+    served, refuses_missing = probe, False
+    if not differences.max() <= tolerance:
+        served = _complete_agreeing(differences, probe, tolerance, may_refuse_missing)
+        differences, refuses_missing = differences[~_missing_rows(probe)], True
     opset = max(op.version for op in graph.opset_import if op.domain in ("", "ai.onnx"))
     return Compiled(
         data,
         opset,
-        difference,
-        len(probe),
-        _us_per_event(joblib_score, probe),
-        _us_per_event(onnx_score, probe),
+        float(differences.max()),
+        len(served),
+        _us_per_event(joblib_score, served),
+        _us_per_event(onnx_score, served),
         missing,
+        refuses_missing,
+    )
+
+
+def _takes_columns(estimator: Any, schema: FeatureSchema) -> bool:
+    """One input per column: for an estimator fitted on a DataFrame that takes categories or
+    selects its columns by name (a ColumnTransformer); one matrix for every other."""
+    from sklearn.compose import ColumnTransformer
+
+    return form_of(estimator) == "frame" and (
+        bool(schema.categories)
+        or any(isinstance(step, ColumnTransformer) for _, step in _named_steps(estimator, ()))
+    )
+
+
+def _refuse_categories_read_as_missing(estimator: Any, missing: str) -> None:
+    """A category fitted as the very text an ONNX graph keys the missing category by could
+    not be told from a missing value."""
+    for name, values in known_categories(estimator).items():
+        if missing in values:
+            raise ArtifactRejected(
+                f"feature {name!r} has the category {missing!r}, the text an ONNX graph reads "
+                "as a missing value: publish this version with --format joblib"
+            )
+
+
+def _refuse_unseen_scored(
+    onnx_score: ScoreFn, estimator: Any, schema: FeatureSchema, probe: np.ndarray
+) -> None:
+    """Where an encoder refuses unseen categories (handle_unknown="error"), a worker
+    dead-letters such an event: the graph must refuse it too, not score it."""
+    for name in sorted(columns_refusing_unknown(estimator) & set(schema.categories)):
+        row = probe[:1].astype(object)
+        row[0, schema.names.index(name)] = f"unseen-{name}"
+        try:
+            onnx_score(row)
+        except Exception:
+            continue  # refused alike
+        raise ArtifactRejected(
+            f"feature {name!r}'s encoder refuses unseen categories (handle_unknown='error') "
+            "but its ONNX graph scores them: publish with --format joblib, or fit the encoder "
+            "to ignore them"
+        )
+
+
+def _differences(onnx_score: ScoreFn, joblib_score: ScoreFn, probe: np.ndarray) -> np.ndarray:
+    """|ONNX - scikit-learn| per probe row, inf where either is not finite; a runtime that
+    raises on the probe rows is a one-line refusal."""
+    scored = []
+    for runtime, score in (("ONNX", onnx_score), ("scikit-learn", joblib_score)):
+        try:
+            scored.append(score(probe))
+        except Exception as exc:
+            raise ArtifactRejected(
+                f"{runtime} could not score the probe rows: {type(exc).__name__}: "
+                f"{_first_line(exc)[:200]}"
+            ) from None
+    differences: np.ndarray = np.nan_to_num(np.abs(scored[0] - scored[1]), nan=np.inf)
+    return differences
+
+
+def _complete_agreeing(
+    differences: np.ndarray, probe: np.ndarray, tolerance: float, may_refuse_missing: bool
+) -> np.ndarray:
+    """The probe rows without missing values, where only rows with one differ and the version
+    may refuse them; else the refusal, with the largest difference."""
+    holes = _missing_rows(probe)
+    complete = ~holes
+    only_missing_differ = complete.any() and differences[complete].max() <= tolerance
+    if may_refuse_missing and holes.any() and only_missing_differ:
+        served: np.ndarray = probe[complete]
+        return served
+    worst = int(np.argmax(differences))
+    raise ArtifactRejected(
+        f"ONNX scores differ from scikit-learn's by up to {differences[worst]:.3g} on "
+        f"{len(probe)} probe rows, above the tolerance {tolerance:g}"
+        + (" (the largest on a row with a missing value)" if holes[worst] else "")
     )
 
 
@@ -155,62 +232,11 @@ def onnx_score_function(
     return score
 
 
-def probe_rows(estimator: Any, schema: FeatureSchema, reference: np.ndarray | None) -> np.ndarray:
-    """The rows the fidelity check scores, decoded as a worker decodes them: the reference
-    rows when given (the first PROBE_ROWS), else rows drawn within each number's range as the
-    model shows it (a tree's split thresholds, widened by a tenth; a leading StandardScaler's
-    mean ± 3 standard deviations; else ±DEFAULT_RANGE) and among each category's known
-    values. For versions with categories or missing values, VARIANT_ROWS of them follow
-    again with some categories unseen, and again with some values missing where the version
-    takes them."""
-    rng = np.random.default_rng(0)
-    if reference is not None and len(reference):
-        rows = reference[:PROBE_ROWS]
-    else:
-        rows = _drawn_rows(estimator, schema, rng)
-    if schema.plain:
-        return np.asarray(rows, dtype=np.float64)
-    variants = [rows]
-    if schema.categories:
-        variants.append(_with_unseen(rows[:VARIANT_ROWS], schema, rng))
-    if schema.accepts_missing:
-        variants.append(_with_missing(rows[:VARIANT_ROWS], rng))
-    return np.concatenate(variants)
-
-
-def _drawn_rows(estimator: Any, schema: FeatureSchema, rng: np.random.Generator) -> np.ndarray:
-    low, high = feature_ranges(estimator, len(schema.names))
-    numbers = rng.uniform(low, high, size=(PROBE_ROWS, len(schema.names)))
-    if schema.all_numbers:
-        return numbers
-    rows = numbers.astype(object)
-    known = known_categories(estimator)
-    for j, name in _category_columns(schema):
-        values = known.get(name) or [f"{name}-{k}" for k in range(20)]
-        rows[:, j] = np.asarray(values, dtype=object)[rng.integers(len(values), size=PROBE_ROWS)]
-    return rows
-
-
-def _with_unseen(rows: np.ndarray, schema: FeatureSchema, rng: np.random.Generator) -> np.ndarray:
-    unseen = rows.copy()
-    for j, name in _category_columns(schema):
-        chosen = rng.random(len(unseen)) < 0.3
-        unseen[chosen, j] = [f"unseen-{name}-{i}" for i in np.flatnonzero(chosen)]
-    return unseen
-
-
-def _with_missing(rows: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    missing = rows.copy()
-    missing[rng.random(missing.shape) < 0.3] = np.nan if rows.dtype != object else None
-    return missing
-
-
-def _has_missing(row: np.ndarray) -> bool:
-    return any(map(is_missing, row.tolist()))
-
-
-def _category_columns(schema: FeatureSchema) -> Iterator[tuple[int, str]]:
-    return ((schema.names.index(name), name) for name in schema.categories)
+def _missing_rows(probe: np.ndarray) -> np.ndarray:
+    """Which probe rows hold a missing value (None, or NaN)."""
+    if probe.dtype != object:
+        return np.asarray(np.isnan(probe).any(axis=1))
+    return np.array([any(map(is_missing, row)) for row in probe.tolist()], dtype=bool)
 
 
 def _failed_step(estimator: Any, exc: Exception) -> str:
@@ -235,35 +261,6 @@ def _named_steps(estimator: Any, path: tuple[str, ...]) -> Iterator[tuple[tuple[
 
 def _first_line(exc: Exception) -> str:
     return (str(exc).strip().splitlines() or [""])[0]
-
-
-def feature_ranges(estimator: Any, n_features: int) -> tuple[np.ndarray, np.ndarray]:
-    low = np.full(n_features, -DEFAULT_RANGE)
-    high = np.full(n_features, DEFAULT_RANGE)
-    steps = [step for _, step in getattr(estimator, "steps", [])] or [estimator]
-    scaler, final = steps[0], steps[-1]
-    if hasattr(scaler, "mean_") and hasattr(scaler, "scale_"):
-        mean = np.asarray(scaler.mean_, dtype=np.float64)
-        scale = np.asarray(scaler.scale_, dtype=np.float64)
-        return mean - DEFAULT_RANGE * scale, mean + DEFAULT_RANGE * scale
-    trees = _trees(final)
-    if trees:
-        for feature in range(n_features):
-            cuts = np.concatenate(
-                [t.threshold[t.feature == feature] for t in trees] or [np.empty(0)]
-            )
-            if len(cuts):
-                margin = max(float(cuts.max() - cuts.min()) / 10, 1e-3)
-                low[feature], high[feature] = cuts.min() - margin, cuts.max() + margin
-    return low, high
-
-
-def _trees(estimator: Any) -> list[Any]:
-    """The fitted trees (`tree_`) of a tree or a tree ensemble, gradient boosting included."""
-    if hasattr(estimator, "tree_"):
-        return [estimator.tree_]
-    members = np.asarray(getattr(estimator, "estimators_", []), dtype=object).ravel()
-    return [member.tree_ for member in members if hasattr(member, "tree_")]
 
 
 def _us_per_event(score: ScoreFn, probe: np.ndarray) -> float:

@@ -215,6 +215,19 @@ def known_categories(estimator: Any) -> dict[str, list[str]]:
     return known
 
 
+def columns_refusing_unknown(estimator: Any) -> set[str]:
+    """The columns a ColumnTransformer gives to an encoder that raises on a category it was
+    not fitted on (`handle_unknown="error"`, scikit-learn's default)."""
+    refusing: set[str] = set()
+    for transformer in _parts(estimator):
+        for _, part, columns in getattr(transformer, "transformers_", ()):
+            if not isinstance(part, str) and any(
+                getattr(step, "handle_unknown", None) == "error" for step in _parts(part)
+            ):
+                refusing.update(_names(columns))
+    return refusing
+
+
 # a missing value as the decoded matrix holds it (None) and as pandas does (the np.nan object):
 # keys of a lookup that must find a missing value, by identity, in one dict access
 MISSING_KEYS: tuple[object, ...] = (None, np.nan)

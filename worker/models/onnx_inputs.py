@@ -5,7 +5,8 @@ input per column, named as the column (skl2onnx then selects a ColumnTransformer
 name, as scikit-learn does): a `[N, 1]` float32 tensor for a number, NaN where missing, and a
 `[N, 1]` string tensor for a category. A missing category is given as the text skl2onnx keys
 the encoders' missing category by (`str()` of it: "nan", or "None" for encoders fitted on
-None), so an ONNX version reads that text, sent as a category, as missing too.
+None); that text sent as a category is given as UNSEEN_TEXT, which no encoder knows, as
+scikit-learn would take it (publish refuses a version fitted on that text as a category).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from worker.models.features import FeatureSchema
 
 Feeds = Callable[[np.ndarray], dict[str, np.ndarray]]
 MATRIX_INPUT = "input"  # the single input of a graph for an estimator fitted on an array
+UNSEEN_TEXT = "\x00unseen"  # a category no encoder was fitted on
 
 
 def missing_text(none_for_missing: bool) -> str:
@@ -60,7 +62,8 @@ def feeds_for(inputs: Sequence[str], schema: FeatureSchema | None, missing: str)
             values = matrix[:, numbers].astype(np.float32)
             feeds.update((name, values[:, j : j + 1]) for j, name in enumerate(number_names))
         if categories:
-            texts = matrix[:, categories]  # a copy: the missing text goes in here only
+            texts = matrix[:, categories]  # a copy: the texts are changed here only
+            texts[np.equal(texts, missing)] = UNSEEN_TEXT
             texts[np.equal(texts, None)] = missing  # type: ignore[call-overload]
             feeds.update((name, texts[:, j : j + 1]) for j, name in enumerate(category_names))
         return feeds

@@ -15,7 +15,7 @@ from worker.errors import ArtifactRejected
 from worker.models.artifacts import EstimatorInfo, inspect_estimator
 from worker.models.entry import RegistryEntry
 from worker.models.features import FeatureKind, FeatureSchema, estimator_kinds, resolve_kinds
-from worker.models.probe import MissingPolicy, Probed, probe_version
+from worker.models.probe import MissingPolicy, probe_version
 from worker.models.registry import CanaryRequest, Registry
 
 if TYPE_CHECKING:
@@ -72,12 +72,12 @@ def publish_estimator(
     serve: Runtime = "joblib"
     notice = ""
     if fmt != "joblib":
-        compiled, compiled_as = _compiled_version(
-            estimator, info, probed, reference_rows, tolerance, decided=missing is not None
+        checked_on = None if reference_rows is None else _takeable(reference_rows, probed.schema)
+        compiled = compile_of(
+            estimator, info, probed.schema, checked_on, tolerance, may_refuse=missing is None
         )
-        if compiled_as != probed:
-            notice = _REFUSED_FOR_ONNX
-        probed = compiled_as
+        if compiled.refuses_missing:
+            probed, notice = probed.refusing_missing(), _REFUSED_FOR_ONNX
         serve = "onnx" if fmt == "onnx" else compiled.faster
     serve = runtime or serve
     profile = None
@@ -98,31 +98,6 @@ def publish_estimator(
         probed=probed,
     )
     return Published(entry, compiled, profile, notice)
-
-
-def _compiled_version(
-    estimator: Any,
-    info: EstimatorInfo,
-    probed: Probed,
-    rows: np.ndarray | None,
-    tolerance: float,
-    *,
-    decided: bool,
-) -> tuple[Compiled, Probed]:
-    """The ONNX conversion of the version as probed, checked on the rows it would score.
-    Where `--missing` left missing values to the probe and the graph scores them unlike
-    scikit-learn (a forest's converter drops its learned NaN branches), the version refusing
-    them, as every version compiled before missing values were: their events dead-lettered."""
-    schema = probed.schema
-    try:
-        checked_on = None if rows is None else _takeable(rows, schema)
-        return compile_of(estimator, info, schema, checked_on, tolerance), probed
-    except ArtifactRejected:
-        if decided or not schema.accepts_missing:
-            raise
-    refusing = probed.refusing_missing()
-    checked_on = None if rows is None else _takeable(rows, refusing.schema)
-    return compile_of(estimator, info, refusing.schema, checked_on, tolerance), refusing
 
 
 def reference_of(
@@ -165,10 +140,18 @@ def compile_of(
     schema: FeatureSchema,
     rows: np.ndarray | None,
     tolerance: float,
+    *,
+    may_refuse: bool = False,
 ) -> Compiled:
     """The ONNX conversion, checked on the reference rows or on rows drawn within the
-    model's feature ranges, with unseen categories and missing values where they apply."""
-    from worker.models.compiled import compile_estimator, probe_rows
+    model's feature ranges, with unseen categories and missing values where they apply.
+    `may_refuse`: `--missing` left missing values to the probe, so where the graph scores
+    them unlike scikit-learn (a forest's converter drops the branches it learnt for NaN),
+    the version refuses them, as every version compiled before missing values did."""
+    from worker.models.compiled import compile_estimator
+    from worker.models.fidelity_rows import probe_rows
 
     probe = probe_rows(estimator, schema, rows)
-    return compile_estimator(estimator, info, probe, tolerance, schema)
+    return compile_estimator(
+        estimator, info, probe, tolerance, schema, may_refuse_missing=may_refuse
+    )

@@ -20,8 +20,9 @@ from sklearn.linear_model import LogisticRegression
 
 from worker.infra.clients import connect_redis
 from worker.models.artifacts import inspect_estimator
-from worker.models.compiled import Runtime, compile_estimator, probe_rows
+from worker.models.compiled import Runtime, compile_estimator
 from worker.models.features import FeatureSchema
+from worker.models.fidelity_rows import probe_rows
 from worker.models.registry import Registry
 from worker.tools.bench import (
     Bench,

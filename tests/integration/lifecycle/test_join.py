@@ -18,8 +18,9 @@ from worker.lifecycle.pairing import Swept
 from worker.lifecycle.records import Label, Prediction
 from worker.lifecycle.report import build_report
 from worker.models.artifacts import inspect_estimator
-from worker.models.compiled import compile_estimator, probe_rows
+from worker.models.compiled import compile_estimator
 from worker.models.features import FeatureSchema
+from worker.models.fidelity_rows import probe_rows
 from worker.models.registry import Registry
 from worker.models.usage import UsageStore
 from worker.settings import Settings

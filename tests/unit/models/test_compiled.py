@@ -20,16 +20,9 @@ from sklearn.semi_supervised import LabelSpreading
 
 from worker.errors import ArtifactRejected
 from worker.models.artifacts import inspect_estimator
-from worker.models.compiled import (
-    DEFAULT_RANGE,
-    PROBE_ROWS,
-    Compiled,
-    compile_estimator,
-    feature_ranges,
-    onnx_score_function,
-    probe_rows,
-)
+from worker.models.compiled import Compiled, compile_estimator, onnx_score_function
 from worker.models.features import FeatureSchema
+from worker.models.fidelity_rows import DEFAULT_RANGE, PROBE_ROWS, feature_ranges, probe_rows
 from worker.models.scoring import score_function
 from worker.tools.synthetic import FEATURES, click_labels, feature_rows
 
