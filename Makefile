@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test soak lint install kafka tools deploy-tools clean
+.PHONY: demo test soak lint install kafka schema-registry tools deploy-tools clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,11 @@ install: $(INSTALLED)
 # repo). Without Java or Maven this says so in one line and the stack runs on Tansu.
 kafka: $(INSTALLED)
 	$(BIN)/scorer stack fetch-kafka --if-possible
+
+# The embedded schema registry (Apicurio Registry, about 160 MB), resolved once by Maven into
+# ~/.cache/scorer; it runs on Java 21+ (the newest JDK under /usr/lib/jvm when PATH's is older).
+schema-registry: $(INSTALLED)
+	$(BIN)/scorer stack fetch-schema-registry
 
 # promtool tests the alert rules (deploy/prometheus): Debian's prometheus package, installed
 # here when it is missing and apt-get may run; otherwise the rule tests fail naming this step.
@@ -82,7 +87,7 @@ lint: $(INSTALLED)
 # Two pytest processes, each with its own broker and redis-server (the suite mostly waits on
 # group joins); a file's tests stay in one process, so they share its fixtures.
 # SCORER_REQUIRE_DEPLOY_TOOLS: the chart tests fail, not skip, when helm or kubeconform is missing.
-test: lint kafka tools deploy-tools
+test: lint kafka schema-registry tools deploy-tools
 	SCORER_REQUIRE_DEPLOY_TOOLS=1 $(BIN)/pytest -n 2 --dist loadfile
 
 # Long end-to-end runs kept out of `make test` (and CI): the quality demo's timings and the

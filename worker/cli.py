@@ -255,6 +255,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="ads: 20 numeric features f0..f19; ctr: Criteo's shape, 13 counts I1..I13 and 26 "
         "hashed categories C1..C26, with missing values (null) and Zipf-like frequencies",
     )
+    loadgen.add_argument(
+        "--format",
+        choices=["json", "avro"],
+        default="json",
+        help="avro: records in the Confluent wire format, under a schema registered as "
+        "<input_topic>-value at schema_registry_url",
+    )
     loadgen.set_defaults(command=cmd_loadgen)
     return parser
 
@@ -435,6 +442,14 @@ def _add_stack_commands(
     up.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
     up.add_argument("--kafka-port", type=int, default=0, help="0: any free port")
     up.add_argument("--redis-port", type=int, default=0, help="0: any free port")
+    up.add_argument(
+        "--schema-registry",
+        action="store_true",
+        help="also Apicurio Registry (in-memory storage; Java 21+; fetched with "
+        "`scorer stack fetch-schema-registry`), its Confluent-compatible API exported as "
+        "SCORER_SCHEMA_REGISTRY_URL",
+    )
+    up.add_argument("--schema-registry-port", type=int, default=0, help="0: any free port")
     _add_broker_flag(up)
     up.set_defaults(command=cmd_stack_up)
     down = stack.add_parser("down", parents=[common], help="stop what `stack up` started")
@@ -451,6 +466,12 @@ def _add_stack_commands(
         help="without Java or Maven, say so in one line and exit 0 (the stack then uses Tansu)",
     )
     fetch.set_defaults(command=cmd_stack_fetch_kafka)
+    fetch_registry = stack.add_parser(
+        "fetch-schema-registry",
+        parents=[common],
+        help="resolve the pinned Apicurio Registry with Maven into a cache, once",
+    )
+    fetch_registry.set_defaults(command=cmd_stack_fetch_schema_registry)
 
 
 def _add_broker_flag(parser: argparse.ArgumentParser) -> None:
@@ -540,9 +561,13 @@ def cmd_stack_up(args: argparse.Namespace, settings: Settings) -> int:
 
     kind, notice = choose_broker(args.broker)
     print(f"# {notice}")
-    state = stack_up(args.state_dir, args.kafka_port, args.redis_port, kind)
+    registry_port = args.schema_registry_port if args.schema_registry else None
+    state = stack_up(args.state_dir, args.kafka_port, args.redis_port, kind, registry_port)
+    registry = (
+        f", Apicurio Registry pid {state.schema_registry_pid}" if state.schema_registry_pid else ""
+    )
     print(
-        f"# broker pid {state.broker_pid}, redis-server pid {state.redis_pid}; "
+        f"# broker pid {state.broker_pid}, redis-server pid {state.redis_pid}{registry}; "
         f"state in {args.state_dir}"
     )
     print(state.exports())
@@ -554,6 +579,19 @@ def cmd_stack_down(args: argparse.Namespace, settings: Settings) -> int:
 
     state = stack_down(args.state_dir)
     print("stack stopped" if state else "no stack was running")
+    return 0
+
+
+def cmd_stack_fetch_schema_registry(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.tools import apicurio
+
+    apicurio.java_binary()
+    started = time.monotonic()
+    runner = apicurio.fetch_apicurio()
+    print(
+        f"Apicurio Registry {apicurio.APICURIO_VERSION} in {runner.parent} "
+        f"({time.monotonic() - started:.1f}s)"
+    )
     return 0
 
 
@@ -581,6 +619,13 @@ def cmd_loadgen(args: argparse.Namespace, settings: Settings) -> int:
 
     if not 0 <= args.bad_fraction <= 1 or args.count < 0 or args.rate < 0:
         raise ConfigError("--count and --rate must be >= 0 and --bad-fraction within 0..1")
+    avro = None
+    if args.format == "avro":
+        from worker.infra.schema_registry import SchemaRegistry
+        from worker.tools.avro_events import avro_encoder
+
+        registry = SchemaRegistry(settings.schema_registry_url)
+        avro = avro_encoder(registry, settings.input_topic, args.profile)
     producer = build_producer(settings)
     try:
         result = generate(
@@ -593,6 +638,7 @@ def cmd_loadgen(args: argparse.Namespace, settings: Settings) -> int:
             seed=args.seed,
             progress=sys.stderr.isatty(),
             profile=args.profile,
+            avro=avro,
         )
     finally:
         producer.close()

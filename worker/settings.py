@@ -118,6 +118,8 @@ class Settings:
     kafka_ssl_certfile: str = ""
     kafka_ssl_keyfile: str = ""
     redis_ssl_ca_file: str = ""
+    # a Confluent-compatible schema registry API (Apicurio: http://host:port/apis/ccompat/v7)
+    schema_registry_url: str = ""
     active_poll_s: float = 2.0
     batch_max_records: int = 1000
     onnx_threads: int = 1  # onnxruntime threads per call of an ONNX version; processes scale
@@ -269,6 +271,13 @@ class Settings:
                 raise ConfigError(f"setting {name}: no such file {path}")
         if bool(self.kafka_ssl_certfile) != bool(self.kafka_ssl_keyfile):
             raise ConfigError("settings kafka_ssl_certfile and kafka_ssl_keyfile go together")
+        if self.schema_registry_url and not self.schema_registry_url.startswith(
+            ("http://", "https://")
+        ):
+            raise ConfigError(
+                "setting schema_registry_url must start with http:// or https://, got "
+                f"{redact_url(self.schema_registry_url)!r}"
+            )
         if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise ConfigError(
                 f"setting redis_url must start with redis://, rediss:// or "

