@@ -7,8 +7,9 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY worker ./worker
 COPY config ./config
-# the onnx extra: ONNX versions and pickle-free fleets (allow_pickle = false)
-RUN pip install '.[onnx]' && rm -rf /root/.cache
+# the onnx extra: ONNX versions and pickle-free fleets (allow_pickle = false); the avro one:
+# schema-registry records in (input_format = avro or auto)
+RUN pip install '.[onnx,avro]' && rm -rf /root/.cache
 
 USER scorer
 EXPOSE 9464

@@ -24,6 +24,7 @@ from worker.stream.factory import scoring_consumer, scoring_producer
 from worker.stream.heap import settle_heap
 from worker.stream.loop import ScoringLoop
 from worker.stream.predict import predict_body
+from worker.stream.records import event_reader
 
 log = structlog.get_logger(__name__)
 
@@ -119,6 +120,7 @@ class Worker:
             stopping=self._stopping,
             metrics=self.metrics,
             usage=self.usage,
+            reader=event_reader(self.settings.input_format, self.settings.schema_registry_url),
         )
         self.loop.run()
 
@@ -175,6 +177,8 @@ class Worker:
             return Readiness(
                 False, "not in the consumer group yet (no partitions assigned)", degraded
             )
+        if self.loop.schema_outage is not None:
+            return Readiness(False, f"waiting for the schema registry: {self.loop.schema_outage}")
         return Readiness(True, "ok", degraded)
 
     def snapshot(self) -> dict[str, Any]:

@@ -82,6 +82,7 @@ SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 KafkaClient = Literal["kafka-python", "confluent"]
 ProcessingGuarantee = Literal["at-least-once", "exactly-once"]
+InputFormat = Literal["json", "avro", "auto"]  # auto: a registry record if it starts 0x00
 PartitionAssignment = Literal["eager", "cooperative-sticky"]
 GroupProtocol = Literal["classic", "consumer"]
 RetrainMethod = Literal["refit", "partial_fit"]
@@ -118,6 +119,7 @@ class Settings:
     kafka_ssl_certfile: str = ""
     kafka_ssl_keyfile: str = ""
     redis_ssl_ca_file: str = ""
+    input_format: InputFormat = "json"
     # a Confluent-compatible schema registry API (Apicurio: http://host:port/apis/ccompat/v7)
     schema_registry_url: str = ""
     active_poll_s: float = 2.0
@@ -278,6 +280,8 @@ class Settings:
                 "setting schema_registry_url must start with http:// or https://, got "
                 f"{redact_url(self.schema_registry_url)!r}"
             )
+        if self.input_format != "json" and not self.schema_registry_url:
+            raise ConfigError(f"setting input_format={self.input_format} needs schema_registry_url")
         if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise ConfigError(
                 f"setting redis_url must start with redis://, rediss:// or "
@@ -312,6 +316,7 @@ _CHOICES = {
     "SaslMechanism": SaslMechanism,
     "KafkaClient": KafkaClient,
     "ProcessingGuarantee": ProcessingGuarantee,
+    "InputFormat": InputFormat,
     "PartitionAssignment": PartitionAssignment,
     "GroupProtocol": GroupProtocol,
     "RetrainMethod": RetrainMethod,

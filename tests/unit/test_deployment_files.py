@@ -115,7 +115,7 @@ def test_dockerfile_is_slim_non_root_and_health_checked() -> None:
     user = re.search(r"^USER (\S+)", dockerfile, re.MULTILINE)
     assert user and user.group(1) not in ("root", "0")
     assert "HEALTHCHECK" in dockerfile and "/healthz" in dockerfile
-    assert "pip install '.[onnx]'" in dockerfile  # an image can serve ONNX versions
+    assert "pip install '.[onnx,avro]'" in dockerfile  # ONNX versions, Avro records
 
 
 def test_the_readme_documents_every_setting() -> None:

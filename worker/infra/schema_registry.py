@@ -1,17 +1,20 @@
 """A client of a Confluent-compatible schema registry API (Confluent's own, Apicurio's
-`/apis/ccompat/v7`, Karapace): what the tools need of it so far, registering a schema under a
-subject. Plain HTTP through the standard library: two calls do not need a client package.
+`/apis/ccompat/v7`, Karapace): a schema by its id (what a reader of the wire format needs),
+and registering one under a subject. Plain HTTP through the standard library: three calls do
+not need a client package. A registry that cannot be reached (or answers 5xx) raises
+ServiceUnavailable, an outage; a 4xx is an answer.
 """
 
 from __future__ import annotations
 
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import orjson
 
-from worker.errors import ConfigError, ServiceUnavailable
+from worker.errors import ConfigError, ScorerError, ServiceUnavailable
 
 SchemaType = Literal["AVRO", "PROTOBUF", "JSON"]
 _CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
@@ -20,6 +23,17 @@ _TIMEOUT_S = 10.0
 
 class SchemaRefused(ConfigError):
     """The registry refused a schema: not valid, or not compatible with the subject's."""
+
+
+class UnknownSchema(ScorerError):
+    """The registry holds no schema of this id (404)."""
+
+
+@dataclass(frozen=True)
+class RegisteredSchema:
+    schema_id: int
+    schema_type: SchemaType
+    text: str
 
 
 class SchemaRegistry:
@@ -37,6 +51,15 @@ class SchemaRegistry:
             body["schemaType"] = schema_type
         answer = self._call("POST", f"/subjects/{subject}/versions", body)
         return int(answer["id"])
+
+    def schema(self, schema_id: int) -> RegisteredSchema:
+        """The schema of this id; UnknownSchema if the registry holds none."""
+        try:
+            answer = self._call("GET", f"/schemas/ids/{schema_id}")
+        except SchemaRefused as refused:
+            raise UnknownSchema(str(refused)) from None
+        kind = str(answer.get("schemaType") or "AVRO")
+        return RegisteredSchema(schema_id, kind, str(answer["schema"]))  # type: ignore[arg-type]
 
     def subjects(self) -> list[str]:
         answer = self._call("GET", "/subjects")

@@ -139,6 +139,11 @@ class WorkerMetrics:
         self.redis_errors = Counter(
             "scorer_redis_errors_total", "Redis operations that failed", ["operation"], registry=r
         )
+        self.schema_registry_errors = Counter(
+            "scorer_schema_registry_errors_total",
+            "Schema fetches that failed: the registry could not be reached (the batch waits)",
+            registry=r,
+        )
         self.transactions = Counter(
             "scorer_transactions_total",
             "Exactly-once: batch transactions committed or aborted",

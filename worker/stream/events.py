@@ -13,7 +13,7 @@ import math
 import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import orjson
@@ -49,6 +49,11 @@ class Reason:
     INVALID_CATEGORY = "invalid_category"  # a category feature that is not a string
     CATEGORY_TOO_LONG = "category_too_long"  # longer than max_category_chars
     SCORING_FAILED = "scoring_failed"  # the model raised on this row or gave it no finite score
+    # schema-registry records (records.py)
+    INVALID_WIRE_FORMAT = "invalid_wire_format"  # no 0x00 magic byte, or shorter than a header
+    UNKNOWN_SCHEMA = "unknown_schema"  # the registry holds no schema of the record's id
+    UNSUPPORTED_SCHEMA = "unsupported_schema"  # not a record schema of a type read here
+    SCHEMA_MISMATCH = "schema_mismatch"  # the payload does not decode with its schema
 
     @classmethod
     def codes(cls) -> list[str]:
@@ -62,6 +67,36 @@ class EventRejected(Exception):
         super().__init__(detail)
         self.reason = reason
         self.detail = detail
+
+
+class EventReader(Protocol):
+    """How a record's value becomes an event (a dict with `event_id`, `ts` and `features`):
+    JSON here, or a schema-registry record (records.py); chosen once at start."""
+
+    def prepare(self, values: Sequence[bytes | None]) -> None:
+        """Before a batch is decoded: fetch what it needs (a registry's schemas). Raises
+        ServiceUnavailable while that cannot be had: an outage, the batch waits."""
+
+    def fast(self, value: bytes) -> Any:
+        """The event, raising anything where it is not one (the checked path then says why)."""
+
+    def checked(self, value: bytes | None, max_event_bytes: int) -> dict[str, object]:
+        """The event, or EventRejected naming the fault."""
+
+
+class JsonEvents:
+    """Events as JSON objects (orjson), the default `input_format`."""
+
+    def prepare(self, values: Sequence[bytes | None]) -> None:
+        pass
+
+    fast = staticmethod(orjson.loads)
+
+    def checked(self, value: bytes | None, max_event_bytes: int) -> dict[str, object]:
+        return parse_event(value, max_event_bytes)
+
+
+JSON_EVENTS: EventReader = JsonEvents()
 
 
 @dataclass(frozen=True)
@@ -99,7 +134,10 @@ class DecodedBatch:
 
 
 def decode_batch(
-    values: Sequence[bytes | None], schema: FeatureSchema, limits: Limits
+    values: Sequence[bytes | None],
+    schema: FeatureSchema,
+    limits: Limits,
+    reader: EventReader = JSON_EVENTS,
 ) -> DecodedBatch:
     """Decode every value; each one either becomes a matrix row or a `Reject` with a reason.
 
@@ -113,7 +151,7 @@ def decode_batch(
     features, max_event_bytes = schema.names, limits.max_event_bytes
     getter = _lenient_row_getter if schema.accepts_missing else _row_getter
     row_of = getter(features)
-    loads = orjson.loads
+    loads = reader.fast
     rows: list[Sequence[object]] = []
     ids: list[object] = []
     stamps: list[object] = []
@@ -126,7 +164,7 @@ def decode_batch(
             row, event_id, ts = row_of(event["features"]), event["event_id"], event.get("ts")
         except Exception:
             try:
-                event_id, ts, row = decode_event(value, schema, limits)
+                event_id, ts, row = decode_event(value, schema, limits, reader)
             except EventRejected as rejected:
                 batch.rejects.append(Reject(index, rejected.reason, rejected.detail))
                 continue
@@ -137,7 +175,7 @@ def decode_batch(
     well_typed = _well_typed_for(schema)
     if not well_typed(rows, ids, stamps):
         keep = _reject_ill_typed(
-            batch, rows, ids, stamps, values=values, schema=schema, limits=limits
+            batch, rows, ids, stamps, values=values, schema=schema, limits=limits, reader=reader
         )
         rows, ids, stamps = (
             [rows[i] for i in keep],
@@ -230,6 +268,7 @@ def _reject_ill_typed(
     values: Sequence[bytes | None],
     schema: FeatureSchema,
     limits: Limits,
+    reader: EventReader,
 ) -> list[int]:
     """Check the parsed events one by one: reject each that fails with its reason, through
     `decode_event`; return the positions of the others."""
@@ -240,7 +279,7 @@ def _reject_ill_typed(
             keep.append(position)
             continue
         try:
-            decode_event(values[index], schema, limits)
+            decode_event(values[index], schema, limits, reader)
         except EventRejected as rejected:
             batch.rejects.append(Reject(index, rejected.reason, rejected.detail))
         else:  # unreachable while both paths agree; accepting is the safe side
@@ -249,10 +288,13 @@ def _reject_ill_typed(
 
 
 def decode_event(
-    value: bytes | None, schema: FeatureSchema, limits: Limits
+    value: bytes | None,
+    schema: FeatureSchema,
+    limits: Limits,
+    reader: EventReader = JSON_EVENTS,
 ) -> tuple[EventId, float | None, list[object]]:
     """One event, checked field by field: (event_id, ts, feature row), or EventRejected."""
-    event = parse_event(value, limits.max_event_bytes)
+    event = reader.checked(value, limits.max_event_bytes)
     return event_id_of(event), event_ts_of(event), feature_row(event, schema, limits)
 
 

@@ -39,13 +39,13 @@ from typing import Any
 
 import structlog
 
-from worker.errors import ScorerError
+from worker.errors import ScorerError, ServiceUnavailable
 from worker.infra.retry import backoff_s
 from worker.models.holder import Serving
 from worker.models.usage import UsageTally
 from worker.ops.metrics import WorkerMetrics
 from worker.settings import Settings
-from worker.stream.events import Limits, Reason, Reject
+from worker.stream.events import JSON_EVENTS, EventReader, Limits, Reason, Reject
 from worker.stream.scoring import ScoredBatch, score_batch
 from worker.stream.transport import (
     Headers,
@@ -145,8 +145,10 @@ class ScoringLoop:
         stopping: threading.Event,
         metrics: WorkerMetrics,
         usage: UsageTally | None = None,
+        reader: EventReader = JSON_EVENTS,
     ) -> None:
         self._settings = settings
+        self._reader = reader  # how a record's value becomes an event: JSON, registry records
         self.usage = usage or UsageTally()  # what each version met, for drift and errors
         self._consumer = consumer
         self._producer_factory = producer_factory
@@ -171,6 +173,7 @@ class ScoringLoop:
         self.dead_lettered = 0
         self.lag: dict[Partition, int] = {}
         self.last_poll_at = time.monotonic()
+        self.schema_outage: str | None = None  # why the batch waits for the schema registry
 
     def run(self) -> None:
         self._consumer.subscribe([self._settings.input_topic], self.partitions)
@@ -183,6 +186,11 @@ class ScoringLoop:
     def _consume(self) -> None:
         while not self._stopping.is_set():
             records = self._poll()
+            waited = self._reader_prepared(records) if records else Landing.LANDED
+            if waited is Landing.STOPPED:
+                return  # stopped while the registry was out: the batch stays uncommitted
+            if waited is Landing.LET_GO:
+                continue  # partitions moved while the registry was out: read them again
             outgoing = self._score(records, self._serving()) if records else None
             if not self._advance(outgoing):
                 return  # stopped while a batch had not landed: it stays uncommitted
@@ -206,6 +214,36 @@ class ScoringLoop:
             self._metrics.batch_events.observe(len(records))
         return records
 
+    def _reader_prepared(self, records: Sequence[Any]) -> Landing:
+        """The batch's schemas fetched (registry records), waiting out a registry that cannot
+        be reached: partitions paused, polls going on, nothing dead-lettered, /readyz not
+        ready. LANDED: ready to score; STOPPED: stopped first; LET_GO: partitions moved
+        meanwhile, so the batch's partitions that stay here are rewound, to be read again."""
+        attempt = 0
+        try:
+            while True:
+                try:
+                    self._reader.prepare([r.value for r in records])
+                except ServiceUnavailable as exc:
+                    self.schema_outage = str(exc)
+                    self._metrics.schema_registry_errors.inc()
+                    log.warning("schema_registry.unavailable", error=str(exc), attempt=attempt)
+                    cap_s = self._settings.delivery_retry_max_s
+                    interrupted = self._wait_polling(backoff_s(attempt, cap_s=cap_s))
+                    if interrupted is Landing.LET_GO:
+                        self._consumer.rewind(offsets_from(records))
+                    if interrupted is not None:
+                        self.schema_outage = None
+                        return interrupted
+                    attempt += 1
+                    continue
+                if self.schema_outage is not None:
+                    log.info("schema_registry.recovered", attempts=attempt)
+                self.schema_outage = None
+                return Landing.LANDED
+        finally:
+            self._resume()
+
     def _score(self, records: Sequence[Any], serving: Serving) -> OutgoingBatch:
         """Decode, score and encode: each arm of the batch with one version (scoring.py)."""
         started = time.monotonic()
@@ -214,6 +252,7 @@ class ScoringLoop:
             [r.key for r in records],
             serving,
             Limits(self._settings.max_event_bytes, self._settings.max_category_chars),
+            reader=self._reader,
         )
         return OutgoingBatch(
             records, scored, offsets_after(records), scoring_s=time.monotonic() - started

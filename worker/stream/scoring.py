@@ -28,7 +28,9 @@ from worker.models.holder import LoadedModel, Serving
 from worker.models.usage import Usage
 from worker.stream.arms import arm_buckets
 from worker.stream.events import (
+    JSON_EVENTS,
     DecodedBatch,
+    EventReader,
     Limits,
     Reason,
     Reject,
@@ -74,10 +76,11 @@ def score_batch(
     limits: Limits,
     *,
     with_shadows: bool = True,
+    reader: EventReader = JSON_EVENTS,
 ) -> ScoredBatch:
     primary = serving.primary
-    decoded = decode_batch(values, primary.schema, limits)
-    reading = _Reading(values, primary.schema, limits)
+    decoded = decode_batch(values, primary.schema, limits, reader)
+    reading = _Reading(values, primary.schema, limits, reader)
     out = ScoredBatch(rejects=[_naming(r, primary.version) for r in decoded.rejects])
     refused = _version_failures(decoded.rejects)
     if refused:  # events it would score but for a missing value count in its error rate
@@ -169,6 +172,7 @@ class _Reading:
     values: Sequence[bytes | None]
     schema: FeatureSchema
     limits: Limits
+    reader: EventReader
 
     def rows_for(self, model: LoadedModel, rows: DecodedBatch) -> DecodedBatch:
         """The rows as `model` reads them, with no rejects yet: the primary's matrix when the
@@ -180,7 +184,7 @@ class _Reading:
             columns = [self.schema.names.index(name) for name in model.features]
             return dataclasses.replace(rows, matrix=rows.matrix[:, columns], rejects=[])
         values = [self.values[i] for i in rows.accepted]
-        again = decode_batch(values, model.schema, self.limits)
+        again = decode_batch(values, model.schema, self.limits, self.reader)
         again.accepted = [rows.accepted[i] for i in again.accepted]
         again.rejects = [
             dataclasses.replace(r, index=rows.accepted[r.index]) for r in again.rejects

@@ -13,3 +13,13 @@ _ID = struct.Struct(">I")
 def framed(schema_id: int, payload: bytes) -> bytes:
     """A record's value: header and payload."""
     return MAGIC + _ID.pack(schema_id) + payload
+
+
+HEADER_BYTES = 1 + _ID.size
+
+
+def schema_id_of(value: bytes | None) -> int | None:
+    """The schema id a record names, None where it is not a registry record."""
+    if value is None or len(value) < HEADER_BYTES or value[0] != 0:
+        return None
+    return int(_ID.unpack_from(value, 1)[0])
