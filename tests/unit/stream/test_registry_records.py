@@ -220,3 +220,16 @@ def test_random_bytes_after_a_valid_header_score_or_get_one_reason(
     batch = decoded([framed(schema_id, payload)])
     assert len(batch.accepted) + len(batch.rejects) == 1
     assert all(r.reason in Reason.codes() for r in batch.rejects)
+
+
+def test_a_writer_schema_without_a_needed_feature_is_missing_it() -> None:
+    """Schema evolution: a writer that dropped `b` (the version needs it) dead-letters the
+    event as missing_feature, or scores it as missing where the version takes that."""
+    values = [encoded(2, {"event_id": 7, "ts": 0, "a": 1.0, "renamed_b": 2.0})]
+    needs_c = FeatureSchema(("a", "c"), (NUMBER, NUMBER))
+    takes = FeatureSchema(("a", "c"), (NUMBER, NUMBER), accepts_missing=True)
+
+    [reject] = decoded(values, needs_c).rejects
+    assert reject.reason == Reason.MISSING_FEATURE and "'c'" in reject.detail
+    assert decoded(values, takes).matrix[0, 0] == 1.0
+    assert np.isnan(decoded(values, takes).matrix[0, 1])
