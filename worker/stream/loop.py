@@ -188,7 +188,7 @@ class ScoringLoop:
             records = self._poll()
             waited = self._reader_prepared(records) if records else Landing.LANDED
             if waited is Landing.STOPPED:
-                return  # stopped while the registry was out: the batch stays uncommitted
+                break  # stopped while the registry was out: this batch stays uncommitted
             if waited is Landing.LET_GO:
                 continue  # partitions moved while the registry was out: read them again
             outgoing = self._score(records, self._serving()) if records else None
@@ -217,9 +217,12 @@ class ScoringLoop:
     def _reader_prepared(self, records: Sequence[Any]) -> Landing:
         """The batch's schemas fetched (registry records), waiting out a registry that cannot
         be reached: partitions paused, polls going on, nothing dead-lettered, /readyz not
-        ready. LANDED: ready to score; STOPPED: stopped first; LET_GO: partitions moved
-        meanwhile, so the batch's partitions that stay here are rewound, to be read again."""
+        ready. The batch in flight lands and is committed before the wait, so that nothing
+        before this batch waits with it. LANDED: ready to score; STOPPED: stopped first;
+        LET_GO: partitions moved meanwhile, so the batch's partitions that stay here are
+        rewound, to be read again."""
         attempt = 0
+        changes = self.partitions.changes
         try:
             while True:
                 try:
@@ -228,8 +231,12 @@ class ScoringLoop:
                     self.schema_outage = str(exc)
                     self._metrics.schema_registry_errors.inc()
                     log.warning("schema_registry.unavailable", error=str(exc), attempt=attempt)
+                    if not self._advance(None):  # the batch in flight lands first
+                        return Landing.STOPPED
                     cap_s = self._settings.delivery_retry_max_s
                     interrupted = self._wait_polling(backoff_s(attempt, cap_s=cap_s))
+                    if interrupted is None and self.partitions.changes != changes:
+                        interrupted = Landing.LET_GO  # moved while the batch in flight landed
                     if interrupted is Landing.LET_GO:
                         self._consumer.rewind(offsets_from(records))
                     if interrupted is not None:

@@ -15,15 +15,16 @@ from __future__ import annotations
 
 import io
 import math
+import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
-from worker.errors import ServiceUnavailable
+from worker.errors import ConfigError, ServiceUnavailable
 from worker.infra.schema_registry import RegisteredSchema, SchemaRegistry, UnknownSchema
 from worker.stream.events import JSON_EVENTS, EventReader, EventRejected, Reason
 from worker.stream.wire import HEADER_BYTES, schema_id_of
@@ -61,15 +62,23 @@ class AvroDecoder:
             )
         assert isinstance(record, dict)  # a record schema reads as a dict
         features = record.get(self.features_field) if self.features_field else record
-        if isinstance(features, dict) and self.aliases:
-            features = {**features, **_renamed(features, self.aliases)}
+        if isinstance(features, dict) and self.aliases:  # a field's own name comes first
+            features = {**_renamed(features, self.aliases), **features}
         event: dict[str, object] = {"features": features}
         if "event_id" in record:
-            event["event_id"] = record["event_id"]
+            event_id = record["event_id"]  # a `uuid` logical type reads as a UUID: its text
+            event["event_id"] = str(event_id) if isinstance(event_id, uuid.UUID) else event_id
         if "ts" in record:
-            ts = record["ts"]
-            event["ts"] = ts.timestamp() if isinstance(ts, datetime) else ts
+            event["ts"] = _seconds(record["ts"])
         return event
+
+
+def _seconds(ts: object) -> object:
+    """A timestamp logical type's datetime as epoch seconds (a local-timestamp, which has no
+    zone, read as UTC); anything else as it is, for the checks to judge."""
+    if not isinstance(ts, datetime):
+        return ts
+    return (ts if ts.tzinfo else ts.replace(tzinfo=UTC)).timestamp()
 
 
 def _renamed(features: dict[str, object], aliases: Mapping[str, str]) -> dict[str, object]:
@@ -92,7 +101,8 @@ def avro_decoder(registered: RegisteredSchema) -> AvroDecoder:
         raise _unsupported(registered, "not an Avro record")
     fields = {field["name"]: field for field in schema.get("fields", [])}
     nested = fields.get("features")
-    nested_type = _branch(nested["type"]) if nested else None
+    spelt = _branch(nested["type"]) if nested else None
+    nested_type: object = _named(schema).get(spelt, spelt) if isinstance(spelt, str) else spelt
     features_field = "features" if isinstance(nested_type, dict) else None
     feature_fields: list[Any] = (
         list(nested_type.get("fields", []))
@@ -113,6 +123,24 @@ def avro_decoder(registered: RegisteredSchema) -> AvroDecoder:
         aliases,
         '"float"' in text or '"double"' in text,
     )
+
+
+def _named(schema: object) -> dict[str, dict[str, Any]]:
+    """Every named record or map in the schema by its name (a field may name a type defined
+    earlier instead of spelling it out)."""
+    found: dict[str, dict[str, Any]] = {}
+    stack = [schema]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, dict):
+            if isinstance(node.get("name"), str) and node.get("type") == "record":
+                found[node["name"]] = node
+                if node.get("namespace"):
+                    found[f"{node['namespace']}.{node['name']}"] = node
+            stack.extend(node.values())
+    return found
 
 
 def _branch(kind: object) -> object:
@@ -139,13 +167,19 @@ class RegistryEvents:
     def prepare(self, values: Sequence[bytes | None]) -> None:
         """Every schema id the batch names, fetched if not held; ServiceUnavailable while the
         registry cannot be reached (nothing is dead-lettered for it)."""
-        for schema_id in {schema_id_of(value) for value in values} - {None}:
+        named = {schema_id_of(value) for value in values} - {None}
+        for schema_id in named:
             assert schema_id is not None
             if schema_id in self._decoders:
                 self._decoders.move_to_end(schema_id)
             elif self._not_found.get(schema_id, 0) <= 0:
                 self._fetch(schema_id)
         self._not_found = {k: left - 1 for k, left in self._not_found.items() if left > 1}
+        while len(self._decoders) > self._cache_size:  # the oldest used, never this batch's
+            oldest = next(iter(self._decoders))
+            if oldest in named:
+                break
+            del self._decoders[oldest]
 
     def _fetch(self, schema_id: int) -> None:
         try:
@@ -160,8 +194,6 @@ class RegistryEvents:
         except EventRejected as rejected:
             decoder = rejected
         self._decoders[schema_id] = decoder
-        while len(self._decoders) > self._cache_size:
-            self._decoders.popitem(last=False)
 
     def fast(self, value: bytes) -> dict[str, object]:
         """As `checked`, and raising where a number is not finite (JSON has none: the
@@ -224,8 +256,15 @@ class AutoEvents:
 
 
 def event_reader(input_format: str, schema_registry_url: str) -> EventReader:
-    """The reader `input_format` names, chosen once at start."""
+    """The reader `input_format` names, chosen once at start (refused then, in one line,
+    without fastavro)."""
     if input_format == "json":
         return JSON_EVENTS
+    try:
+        import fastavro  # noqa: F401
+    except ImportError:
+        raise ConfigError(
+            f"input_format={input_format} needs fastavro: pip install 'scorer-worker[avro]'"
+        ) from None
     records = RegistryEvents(SchemaRegistry(schema_registry_url))
     return AutoEvents(records) if input_format == "auto" else records

@@ -36,7 +36,7 @@ _PROCESS_MARKERS = {
     "kafka": b"kafka.Kafka",
     "tansu": b"tansu",
     "redis": b"redis-server",
-    "apicurio": b"quarkus-run.jar",
+    "apicurio": str(apicurio.runner()).encode(),  # the path of the jar it runs
 }
 _REGISTRY_START_TIMEOUT_S = 90.0
 
@@ -194,7 +194,10 @@ def start_schema_registry(port: int, home: Path) -> tuple[subprocess.Popen[bytes
     from worker.infra.schema_registry import SchemaRegistry
 
     log_path = home / "schema-registry.log"
-    process = apicurio.start_apicurio(port, free_port(), log_path, LOOPBACK)
+    management_port = free_port()
+    while management_port == port:
+        management_port = free_port()
+    process = apicurio.start_apicurio(port, management_port, log_path, LOOPBACK)
     url = f"http://{LOOPBACK}:{port}{apicurio.CCOMPAT_PATH}"
     registry = SchemaRegistry(url, timeout_s=2.0)
     deadline = time.monotonic() + _REGISTRY_START_TIMEOUT_S
@@ -257,7 +260,7 @@ def stack_up(
             registry, registry_url = start_schema_registry(port, state_dir)
             started.append(registry)
             registry_pid = registry.pid
-    except Exception:
+    except BaseException:  # Ctrl-C during a start too: nothing is left running unrecorded
         for process in started:
             process.kill()
         raise
@@ -288,18 +291,24 @@ def read_state(state_dir: Path) -> StackState | None:
         state = StackState(**orjson.loads((state_dir / STATE_FILE).read_bytes()))
     except (FileNotFoundError, orjson.JSONDecodeError, TypeError):
         return None
-    if not (_is_ours(state.broker_pid, state.broker) or _is_ours(state.redis_pid, "redis")):
+    if not any(_is_ours(pid, name) for pid, name in _processes(state)):
         return None
     return state
+
+
+def _processes(state: StackState) -> list[tuple[int, str]]:
+    """Each process the stack started, with its kind."""
+    started = [(state.broker_pid, str(state.broker)), (state.redis_pid, "redis")]
+    return started + (
+        [(state.schema_registry_pid, "apicurio")] if state.schema_registry_pid else []
+    )
 
 
 def stack_down(state_dir: Path) -> StackState | None:
     """Stop exactly the processes this stack started; a PID reused by another program is left."""
     state = read_state(state_dir)
     if state is not None:
-        processes = [(state.broker_pid, state.broker), (state.redis_pid, "redis")]
-        processes += [(state.schema_registry_pid, "apicurio")] if state.schema_registry_pid else []
-        for pid, name in processes:
+        for pid, name in _processes(state):
             if _is_ours(pid, name):
                 _terminate(pid, timeout_s=30.0 if name == "kafka" else 5.0)
     (state_dir / STATE_FILE).unlink(missing_ok=True)
@@ -315,7 +324,7 @@ def _is_ours(pid: int, name: str) -> bool:
     if name == "kafka":  # argv[0] is java; the main class names it
         return marker in cmdline.split(b"\0")
     if name == "apicurio":  # argv[0] is java; the path of the jar it runs names it
-        return any(part.endswith(marker) for part in cmdline.split(b"\0"))
+        return marker in cmdline.split(b"\0")
     return marker in cmdline.split(b"\0", 1)[0]
 
 

@@ -6,20 +6,24 @@ record is dead-lettered with its reason, and a registry that cannot be reached i
 from __future__ import annotations
 
 import contextlib
+import io
 import socket
 import threading
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
+import orjson
 import pytest
-from kafka import KafkaProducer
+from fastavro import parse_schema, schemaless_writer
+from kafka import KafkaProducer, TopicPartition
 
-from tests.conftest import TopicReader, wait_until
+from tests.conftest import TopicReader, committed, wait_until
 from tests.integration.conftest import RegistryServer
 from worker.infra.schema_registry import SchemaRegistry
 from worker.settings import Settings
-from worker.tools.avro_events import avro_encoder, malformed_record
+from worker.stream.wire import framed
+from worker.tools.avro_events import avro_encoder, event_schema, malformed_record
 from worker.tools.synthetic import FEATURES, feature_rows
 
 pytestmark = pytest.mark.integration
@@ -98,6 +102,8 @@ class Gate:
 
     def shut(self) -> None:
         if self._listener is not None:
+            with contextlib.suppress(OSError):  # wakes the accept: close alone would not
+                self._listener.shutdown(socket.SHUT_RDWR)
             self._listener.close()
             self._listener = None
 
@@ -167,3 +173,63 @@ def test_a_registry_out_of_reach_holds_the_batch_until_it_is_back(
     wait_until(lambda: len(reader.predictions) >= 20, what="the held batch scored")
     assert reader.dead_letters == [] and worker.worker.loop.schema_outage is None
     wait_until(lambda: worker.worker.readiness().ready, what="ready again")
+
+
+def test_a_worker_stopped_while_the_registry_is_out_commits_what_it_scored_before(
+    settings: Settings,
+    schema_registry: RegistryServer,
+    gate: Gate,
+    publish: Any,
+    logistic: Any,
+    producer: KafkaProducer,
+    reader: TopicReader,
+    worker_factory: Any,
+) -> None:
+    """The batch in flight lands and is committed before the wait; the held batch stays
+    uncommitted, and the next worker scores it: each event once."""
+    url = schema_registry.url.replace(schema_registry.url.split("/")[2], f"127.0.0.1:{gate.port}")
+    settings = settings.replace(
+        input_format="avro", schema_registry_url=url, delivery_retry_max_s=1
+    )
+    publish(logistic, "v1", activate=True)
+    gate.open()
+    send_avro(producer, settings, schema_registry.client, feature_rows(10, seed=10))
+    first = worker_factory(settings)
+    wait_until(lambda: len(reader.predictions) >= 10, what="the first batch scored")
+    gate.shut()
+    held = held_records(producer, settings, schema_registry.client, feature_rows(10, seed=11))
+    wait_until(lambda: first.worker.loop.schema_outage, what="the worker waiting")
+
+    first.stop()
+
+    partitions = {
+        TopicPartition(settings.input_topic, p): 0
+        for p in producer.partitions_for(settings.input_topic)
+    }
+    assert sum(offset or 0 for offset in committed(settings, partitions).values()) == 10
+    gate.open()
+    worker_factory(settings)
+    wait_until(lambda: len(reader.predictions) >= 20, what="the held batch scored")
+    ids = [p["event_id"] for p in reader.predictions]
+    assert sorted(ids) == sorted([f"e-{i}" for i in range(10)] + held)
+    assert reader.dead_letters == []
+
+
+def held_records(
+    producer: KafkaProducer, settings: Settings, registry: SchemaRegistry, rows: np.ndarray
+) -> list[str]:
+    """Records under a second schema (a new id the worker has not fetched): `h-<i>`."""
+    schema = event_schema("ads") | {"name": "AdClickEventV2"}
+    schema_id = registry.register(f"{settings.input_topic}-v2-value", orjson.dumps(schema).decode())
+    parsed = parse_schema(schema)
+    ids = []
+    for i, row in enumerate(rows.tolist()):
+        out = io.BytesIO()
+        datum = {"event_id": f"h-{i}", "ts": 1.0, "features": dict(zip(FEATURES, row, strict=True))}
+        schemaless_writer(out, parsed, datum)
+        producer.send(
+            settings.input_topic, key=f"h-{i}".encode(), value=framed(schema_id, out.getvalue())
+        )
+        ids.append(f"h-{i}")
+    producer.flush()
+    return ids

@@ -21,7 +21,7 @@ from tests.conftest import run_scorer
 from tests.integration.conftest import RegistryServer
 from tests.integration.tools.test_stack_and_demo import alive
 from worker.errors import ServiceUnavailable
-from worker.infra.schema_registry import SchemaRefused, SchemaRegistry
+from worker.infra.schema_registry import SchemaRefused, SchemaRegistry, UnknownSchema
 from worker.settings import Settings
 from worker.tools.avro_events import event_schema
 from worker.tools.ctr import FEATURES as CTR_FEATURES
@@ -67,6 +67,14 @@ def test_the_client_registers_once_and_a_refusal_is_one_line(
     assert "\n" not in str(refused.value)
     with pytest.raises(ServiceUnavailable, match=r"schema registry http://127\.0\.0\.1:9/"):
         SchemaRegistry("http://127.0.0.1:9/apis/ccompat/v7", timeout_s=2).subjects()
+    assert schema_registry.client.schema(first).text == schema
+    with pytest.raises(UnknownSchema, match="not found"):
+        schema_registry.client.schema(first + 1_000_000)
+    # not the API (its path left out): an outage to wait out, never "no such schema"
+    not_the_api = SchemaRegistry(schema_registry.url.removesuffix("/apis/ccompat/v7"))
+    with pytest.raises(ServiceUnavailable) as wrong_url:
+        not_the_api.schema(first)
+    assert not isinstance(wrong_url.value, UnknownSchema)
 
 
 @pytest.mark.parametrize(("profile", "features"), [("ads", FEATURES), ("ctr", CTR_FEATURES)])

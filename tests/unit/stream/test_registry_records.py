@@ -233,3 +233,62 @@ def test_a_writer_schema_without_a_needed_feature_is_missing_it() -> None:
     assert reject.reason == Reason.MISSING_FEATURE and "'c'" in reject.detail
     assert decoded(values, takes).matrix[0, 0] == 1.0
     assert np.isnan(decoded(values, takes).matrix[0, 1])
+
+
+def one_event(schema: dict[str, Any], datum: dict[str, Any]) -> Any:
+    """`datum` written with `schema` (id 9) and read back as a worker reads it."""
+    out = io.BytesIO()
+    schemaless_writer(out, parse_schema(schema), datum)
+    reader = RegistryEvents(Held({9: ("AVRO", orjson.dumps(schema).decode())}))
+    value = framed(9, out.getvalue())
+    reader.prepare([value])
+    return reader.checked(value, 10_000)
+
+
+def test_a_fields_own_name_wins_over_another_fields_alias() -> None:
+    schema = record(
+        [
+            {"name": "event_id", "type": "string"},
+            {"name": "a", "type": "double"},
+            {"name": "a_new", "type": "double", "aliases": ["a"]},
+        ]
+    )
+    event = one_event(schema, {"event_id": "x", "a": 1.0, "a_new": 99.0})
+    assert event["features"]["a"] == 1.0
+
+
+def test_logical_types_read_as_a_json_event_holds_them() -> None:
+    """A uuid event_id as its text; a local-timestamp (no zone) as UTC seconds."""
+    schema = record(
+        [
+            {"name": "event_id", "type": {"type": "string", "logicalType": "uuid"}},
+            {"name": "ts", "type": {"type": "long", "logicalType": "local-timestamp-millis"}},
+            {"name": "a", "type": "double"},
+        ]
+    )
+    uid = "6a2f41a3-c54c-fce8-32d2-0324e1c32e22"
+    event = one_event(schema, {"event_id": uid, "ts": 1_700_000_000_000, "a": 1.0})
+    assert event["event_id"] == uid and event["ts"] == 1_700_000_000.0
+
+
+def test_features_may_be_a_record_named_before_rather_than_spelt_out() -> None:
+    inner = record([{"name": "a", "type": "double"}]) | {"name": "F"}
+    schema = record(
+        [
+            {"name": "event_id", "type": "string"},
+            {"name": "previous", "type": ["null", inner], "default": None},
+            {"name": "features", "type": "F"},
+        ]
+    )
+    event = one_event(schema, {"event_id": "x", "previous": None, "features": {"a": 2.0}})
+    assert event["features"] == {"a": 2.0}
+
+
+def test_a_batch_naming_more_schemas_than_the_cache_holds_keeps_them_all_for_itself() -> None:
+    reader = RegistryEvents(Held(SCHEMAS), cache_size=1)
+    values = [
+        encoded(1, {"event_id": "n", "ts": 1.5, "features": {"a": 1.0, "b": 2.0}}),
+        encoded(3, {"event_id": "m", "features": {"a": 5.0, "b": 6.0}}),
+    ]
+    reader.prepare(values)
+    assert decode_batch(values, NUMBERS, LIMITS, reader).rejects == []
