@@ -17,6 +17,8 @@ from typing import Generic, TypeVar
 import orjson
 
 from worker.stream.events import (
+    JSON_EVENTS,
+    EventReader,
     EventRejected,
     event_id_of,
     event_ts_of,
@@ -104,11 +106,15 @@ def decode_records(
 
 
 def decode_training(
-    records: Iterable[SourceRecord], labels_topic: str, max_bytes: int
+    records: Iterable[SourceRecord],
+    labels_topic: str,
+    max_bytes: int,
+    reader: EventReader = JSON_EVENTS,
 ) -> Joinable[FeatureRow]:
-    """Labels from `labels_topic`, feature events from any other topic."""
+    """Labels from `labels_topic`, feature events from any other topic, read as the workers
+    read them (`reader`: JSON, or schema-registry records whose schemas it holds)."""
     return decode_joinable(
-        records, labels_topic, lambda r: decode_features(r, max_bytes), max_bytes
+        records, labels_topic, lambda r: decode_features(r, max_bytes, reader), max_bytes
     )
 
 
@@ -138,13 +144,18 @@ def sampled(event_id: str, percent: float) -> bool:
     return percent >= 100 or zlib.crc32(event_id.encode()) % 10_000 < percent * 100
 
 
-def decode_features(record: SourceRecord, max_bytes: int) -> FeatureRow:
+def decode_features(
+    record: SourceRecord, max_bytes: int, reader: EventReader = JSON_EVENTS
+) -> FeatureRow:
     """A feature event's features, all of them: which a fit uses, and as which kind, is the
     model's to say then, with the worker's own checks (a row lacking one, or holding one a
     worker would dead-letter, is left out then, and counted). A value no worker scores (a
     list, an object, a number that is not finite) is kept as UNUSABLE, never as missing, and
-    takes no room."""
-    message = _parse(record.value, max_bytes)
+    takes no room. A registry record's faults keep their own reasons (unknown_schema, ...)."""
+    if reader is JSON_EVENTS:
+        message = _parse(record.value, max_bytes)
+    else:
+        message = reader.checked(record.value, max_bytes)
     features = message.get("features")
     if not isinstance(features, dict):
         raise EventRejected(LabelReason.INVALID_FEATURES, "event has no features object")

@@ -13,8 +13,9 @@ from collections.abc import Callable
 from typing import Any
 
 import redis
+import structlog
 
-from worker.errors import ConfigError
+from worker.errors import ConfigError, ServiceUnavailable
 from worker.lifecycle.metrics import RetrainMetrics
 from worker.lifecycle.process import Apply, JoinProcess
 from worker.lifecycle.records import SourceRecord, decode_training, sampled
@@ -22,6 +23,9 @@ from worker.lifecycle.retraining import Trainer
 from worker.lifecycle.training_rows import TrainingStore
 from worker.models.registry import Registry
 from worker.settings import Settings
+from worker.stream.records import event_reader
+
+log = structlog.get_logger(__name__)
 
 
 class Retrainer(JoinProcess):
@@ -39,6 +43,8 @@ class Retrainer(JoinProcess):
             settings, self.metrics.registry, self.metrics.ready, self.metrics.redis_errors
         )
         self.trainer: Trainer | None = None
+        # the input topic's events as the workers read them: JSON, or registry records
+        self._reader = event_reader(settings.input_format, settings.schema_registry_url)
 
     @property
     def group_id(self) -> str:
@@ -61,11 +67,19 @@ class Retrainer(JoinProcess):
         return (lambda records: self._apply(store, records)), self.trainer.check
 
     def _apply(self, store: TrainingStore, records: list[Any]) -> bool:
-        """Decode and join one batch; False if Redis did not take it."""
+        """Decode and join one batch; False if Redis did not take it, or the schema registry
+        could not be reached for the schemas of its events (read again, then)."""
+        labels_topic = self.settings.labels_topic
+        try:
+            self._reader.prepare([r.value for r in records if r.topic != labels_topic])
+        except ServiceUnavailable as exc:
+            log.warning("retrain.schema_registry_unavailable", error=str(exc))
+            return False
         batch = decode_training(
             (SourceRecord(r.topic, r.partition, r.offset, r.value, r.timestamp) for r in records),
-            self.settings.labels_topic,
+            labels_topic,
             self.settings.max_event_bytes,
+            self._reader,
         )
         percent = self.settings.retrain_sample_percent
         rows = [row for row in batch.halves if sampled(row.event_id, percent)]

@@ -261,3 +261,47 @@ def test_a_sample_keeps_about_its_share_and_always_the_same_events() -> None:
     assert kept == [e for e in ids if sampled(e, 10.0)]
     assert all(sampled(e, 100.0) for e in ids[:100])
     assert set(kept) <= {e for e in ids if sampled(e, 50.0)}
+
+
+def test_registry_records_train_as_the_json_events_they_carry() -> None:
+    """input_format avro: the retrainer reads the input topic as the workers do; a broken
+    record keeps its own reason."""
+    from tests.unit.stream.test_registry_records import SCHEMAS, Held, encoded
+    from worker.stream.records import RegistryEvents
+    from worker.stream.wire import framed
+
+    reader = RegistryEvents(Held(SCHEMAS))
+    values = [
+        encoded(3, {"event_id": "m", "features": {"a": 5.0, "b": None}}),
+        framed(99, b"\x02m"),
+    ]
+    reader.prepare(values)
+    records = [SourceRecord("features", 0, i, value, 2_000) for i, value in enumerate(values)]
+
+    batch = decode_training(records, "labels", MAX_BYTES, reader)
+
+    assert batch.halves == [FeatureRow("m", 2.0, '{"a":5.0,"b":null}')]
+    assert [(r.offset, r.reason) for r in batch.rejects] == [(1, "unknown_schema")]
+
+
+def test_a_retrainer_that_cannot_reach_the_registry_reads_the_batch_again() -> None:
+    """Its apply says the batch was not taken (the join loop rewinds and backs off), before
+    anything is decoded, so no event is counted malformed for the outage."""
+    from worker.lifecycle.retrainer import Retrainer
+    from worker.settings import Settings
+    from worker.stream.wire import framed
+
+    retrainer = Retrainer(
+        Settings(input_format="avro", schema_registry_url="http://127.0.0.1:9/apis/ccompat/v7")
+    )
+    record = SourceRecord("ad-click-features", 0, 1, framed(1, b"\x02m"))
+
+    assert retrainer._apply(None, [record]) is False  # type: ignore[arg-type]
+    malformed = [
+        sample.value
+        for family in retrainer.metrics.registry.collect()
+        if family.name == "scorer_retrain_malformed"
+        for sample in family.samples
+        if sample.name.endswith("_total")
+    ]
+    assert sum(malformed) == 0
