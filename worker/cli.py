@@ -181,7 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
         "  scorer bench --mode experiments --client confluent   # canary, shadow, drift cost\n"
         "  scorer bench --mode monitor   # scorer monitor beside the worker, join memory\n"
         "  scorer bench --mode compiled  # joblib against ONNX, per model kind\n"
-        "  scorer bench --mode retrain   # scorer retrain beside the worker, fitting",
+        "  scorer bench --mode retrain   # scorer retrain beside the worker, fitting\n"
+        "  scorer bench --mode avro      # schema-registry records against JSON",
         formatter_class=HelpFormatter,
     )
     bench.add_argument(
@@ -197,11 +198,12 @@ def build_parser() -> argparse.ArgumentParser:
             "compiled",
             "retrain",
             "ctr",
+            "avro",
         ],
         default="throughput",
         metavar="MODE",
         help="throughput (default), latency, swap, backlog, rebalance, experiments, monitor, "
-        "compiled, retrain or ctr",
+        "compiled, retrain, ctr or avro",
     )
     bench.add_argument(
         "--events", type=int, help="events pre-filled (default 50000; backlog: 1000000)"

@@ -369,6 +369,21 @@ def ratio_rows(runs: dict[str, list[RunResult]], references: dict[str, str]) -> 
     return rows
 
 
+def per_event_us(
+    timed: dict[str, Callable[[], object]], batch: int, rounds: int = 7, repeats: int = 15
+) -> dict[str, float]:
+    """µs per event of each call over a batch of `batch` events, in this process: the median
+    of `rounds` interleaved rounds of `repeats` calls each (noise only slows a round)."""
+    samples: dict[str, list[float]] = {name: [] for name in timed}
+    for _ in range(rounds):
+        for name, call in timed.items():
+            started = time.perf_counter()
+            for _ in range(repeats):
+                call()
+            samples[name].append((time.perf_counter() - started) / repeats / batch * 1e6)
+    return {name: round(statistics.median(values), 2) for name, values in samples.items()}
+
+
 def _summarise(results: dict[str, list[RunResult]]) -> dict[str, Any]:
     ceiling = results["passthrough (ceiling)"]
     baseline = results["tutorial, logistic"]
@@ -709,6 +724,7 @@ SIDE_MODES = {
     "monitor": "bench_monitor",
     "retrain": "bench_retrain",
     "ctr": "bench_ctr",
+    "avro": "bench_avro",
 }
 
 

@@ -12,8 +12,6 @@ the column plan (plan.py), the ONNX graph, and scikit-learn's own Pipeline on a 
 
 from __future__ import annotations
 
-import statistics
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,6 +29,7 @@ from worker.tools import ctr
 from worker.tools.bench import (
     Bench,
     RunResult,
+    per_event_us,
     prefill,
     ratio_rows,
     run_baseline,
@@ -43,7 +42,7 @@ CEILING = "passthrough (ceiling)"
 HANDWRITTEN = "hand-written DataFrame loop, ctr-onehot"
 MODELS = ("ctr-onehot", "ctr-hgb")
 ONNX = "-onnx"  # the version name of a Pipeline's ONNX form
-_BATCH, _REPEATS, _ROUNDS = 1000, 15, 7
+_BATCH = 1000
 
 
 def run(bench: Bench) -> dict[str, Any]:
@@ -132,14 +131,7 @@ def costs(models: dict[str, Any], onnx: dict[str, ScoreFn]) -> dict[str, float]:
         timed[f"score {name}, scikit-learn on a DataFrame"] = _call(
             model.predict_proba, schema.frame(decoded.matrix)
         )
-    samples: dict[str, list[float]] = {name: [] for name in timed}
-    for _ in range(_ROUNDS):
-        for name, call in timed.items():
-            started = time.perf_counter()
-            for _ in range(_REPEATS):
-                call()
-            samples[name].append((time.perf_counter() - started) / _REPEATS / _BATCH * 1e6)
-    return {name: round(statistics.median(values), 2) for name, values in samples.items()}
+    return per_event_us(timed, _BATCH)
 
 
 def _call(function: Callable[[Any], object], argument: Any) -> Callable[[], object]:
